@@ -1,0 +1,19 @@
+# Shared settings for the local stack scripts. Sourced, never run.
+# Values follow `supabase start`'s local defaults so that tools and docs written for Supabase work unchanged.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TOOLS_BIN="$ROOT/.tools/node_modules/.bin"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+LOCAL_DIR="$ROOT/.local"
+PG_DATA="$LOCAL_DIR/db"
+PG_SOCKET_DIR="$LOCAL_DIR/run"
+LOG_DIR="$LOCAL_DIR/logs"
+DB_PORT="${DB_PORT:-54322}"
+API_PORT="${API_PORT:-54321}"
+DB_URL="postgresql://postgres:postgres@127.0.0.1:${DB_PORT}/postgres"
+API_URL="http://127.0.0.1:${API_PORT}"
+JWT_SECRET="super-secret-jwt-token-with-at-least-32-characters-long"
+export PATH="$TOOLS_BIN:$PATH"
+export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 SUPABASE_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
+
+die() { echo "error: $*" >&2; exit 1; }
+say() { echo "==> $*"; }
