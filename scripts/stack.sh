@@ -5,6 +5,7 @@
 #   scripts/stack.sh stop     stop every process the stack started
 #   scripts/stack.sh status   print the stack's settings as `supabase status -o env` does
 #   scripts/stack.sh reset    stop, delete the database cluster, start afresh
+#   scripts/stack.sh db-stop | db-start   stop or start PostgreSQL alone (the store-outage tests use them)
 set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
 REDIS_PORT="${REDIS_PORT:-54380}"
@@ -127,13 +128,17 @@ cmd_start() {
   say "stack is up; scripts/stack.sh status prints its settings"
 }
 
-cmd_stop() {
-  stop_pid "$GATEWAY_PID" "the functions gateway"
-  stop_pid "$REDIS_PID" "Redis"
+stop_db() {
   if [ -f "$PG_DATA/PG_VERSION" ] && pg_running; then
     as_db_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null
     say "stopped PostgreSQL"
   fi
+}
+
+cmd_stop() {
+  stop_pid "$GATEWAY_PID" "the functions gateway"
+  stop_pid "$REDIS_PID" "Redis"
+  stop_db
 }
 
 cmd_status() {
@@ -168,5 +173,7 @@ case "${1:-}" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   reset) cmd_reset ;;
-  *) echo "usage: $0 start|stop|status|reset" >&2; exit 2 ;;
+  db-stop) stop_db ;;
+  db-start) init_cluster && start_db ;;
+  *) echo "usage: $0 start|stop|status|reset|db-stop|db-start" >&2; exit 2 ;;
 esac
