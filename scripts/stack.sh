@@ -99,7 +99,7 @@ start_gateway() {
     nohup deno run --allow-all --quiet scripts/gateway.ts >"$LOG_DIR/gateway.log" 2>&1 &
     echo $! >"$GATEWAY_PID")
   for _ in $(seq 300); do
-    curl -fsS "$API_URL/health" >/dev/null 2>&1 && return 0
+    port_open "$API_PORT" && return 0
     pid_alive "$GATEWAY_PID" || break
     sleep 0.1
   done

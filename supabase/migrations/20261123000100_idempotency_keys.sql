@@ -34,8 +34,9 @@ create table if not exists public.idempotency_keys (
   expires_at timestamptz not null,
   metadata jsonb not null default '{}'::jsonb,
 
+  -- 3 to 256 characters; the length is checked apart because a regex bound may not exceed 255 in Postgres
   constraint idempotency_keys_key_format
-    check (idempotency_key ~ '^[A-Za-z0-9_-]{3,256}$'),
+    check (char_length(idempotency_key) between 3 and 256 and idempotency_key ~ '^[A-Za-z0-9_-]+$'),
   constraint idempotency_keys_function_name_format
     check (function_name ~ '^[A-Za-z0-9_-]{1,128}$'),
   constraint idempotency_keys_fingerprint_format
@@ -129,6 +130,8 @@ declare
   v_row public.idempotency_keys%rowtype;
   v_token uuid := gen_random_uuid();
   v_now timestamptz := clock_timestamp();
+  -- expired, and no worker still holds a live lease on it: expiry never pre-empts running work
+  v_expired boolean;
 begin
   if p_ttl_seconds is null or p_ttl_seconds < 1 then
     raise exception 'ttl must be at least 1 second, got %', p_ttl_seconds using errcode = '22023';
@@ -165,7 +168,14 @@ begin
     exit when found;
   end loop;
 
-  if v_row.expires_at <= v_now
+  -- Read the clock again now that the row is locked: the insert and the lock may have waited for other
+  -- callers, and a clock read before that wait would make a live lease look longer than it is (retry_after
+  -- above the lock timeout), keep an ended lease from being taken over, and shorten a taken-over lease.
+  v_now := clock_timestamp();
+  v_expired := v_row.expires_at <= v_now
+    and not (v_row.status = 'processing' and v_row.locked_until > v_now);
+
+  if v_expired
      or (v_row.request_fingerprint = p_fingerprint
          and (v_row.status = 'failed' or (v_row.status = 'processing' and v_row.locked_until <= v_now))) then
     -- Take over: an expired key starts afresh; a failed or abandoned one is attempted again.
@@ -180,13 +190,13 @@ begin
       error_message = null,
       locked_until = v_now + make_interval(secs => p_lock_timeout_seconds),
       lease_token = v_token,
-      attempt_count = case when v_row.expires_at <= v_now then 1 else k.attempt_count + 1 end,
-      replay_count = case when v_row.expires_at <= v_now then 0 else k.replay_count end,
-      last_replayed_at = case when v_row.expires_at <= v_now then null else k.last_replayed_at end,
-      created_at = case when v_row.expires_at <= v_now then v_now else k.created_at end,
+      attempt_count = case when v_expired then 1 else k.attempt_count + 1 end,
+      replay_count = case when v_expired then 0 else k.replay_count end,
+      last_replayed_at = case when v_expired then null else k.last_replayed_at end,
+      created_at = case when v_expired then v_now else k.created_at end,
       started_at = v_now,
       completed_at = null,
-      expires_at = case when v_row.expires_at <= v_now
+      expires_at = case when v_expired
         then v_now + make_interval(secs => p_ttl_seconds) else k.expires_at end
     where k.id = v_row.id
     returning k.* into v_row;
@@ -362,6 +372,7 @@ begin
     with doomed as (
       select k.id from public.idempotency_keys k
       where k.expires_at < now()
+        and not (k.status = 'processing' and k.locked_until > now())
       order by k.expires_at
       limit batch_size
       for update skip locked
@@ -423,7 +434,9 @@ group by grouping sets ((k.function_name), ());
 comment on view public.v_idempotency_stats is
   'Idempotency figures per function and in total (function_name = ''*''); service_role only.';
 
-revoke all on table public.v_idempotency_stats from public, anon, authenticated;
+-- Supabase's default privileges grant all on a new view to service_role as well: take that back too, so
+-- that service_role may read it and do nothing else with it.
+revoke all on table public.v_idempotency_stats from public, anon, authenticated, service_role;
 grant select on table public.v_idempotency_stats to service_role;
 
 -- Hourly cleanup. cron.schedule with a job name replaces that job, so re-running adds no second job.

@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import {
+  checkIdempotency,
+  cleanupExpiredKeys,
+  createIdempotencyKey,
+  generateIdempotencyKey,
+  markIdempotencyFailed,
+  storeIdempotencyResult,
+} from "./api.ts";
+import type { BeginInput, BeginResult, Lease } from "./store.ts";
+import { MemoryStore } from "./stores/memory.ts";
+
+function input(key: string, overrides: Partial<BeginInput> = {}): BeginInput {
+  return {
+    key,
+    userId: "user-1",
+    functionName: "worker",
+    fingerprint: "f".repeat(64),
+    ttlSeconds: 60,
+    lockTimeoutSeconds: 30,
+    ...overrides,
+  };
+}
+
+function leaseOf(result: BeginResult): Lease {
+  assert.equal(result.outcome, "started");
+  return { recordId: result.recordId, leaseToken: result.leaseToken };
+}
+
+Deno.test("api: claim, store a Response, then replay it and read its status", async () => {
+  const store = new MemoryStore();
+  const key = generateIdempotencyKey();
+  assert.equal(await checkIdempotency({ key, userId: "user-1" }, { store }), null);
+  const lease = leaseOf(await createIdempotencyKey(input(key), { store }));
+  assert.equal((await checkIdempotency({ key, userId: "user-1" }, { store }))?.status, "processing");
+
+  const response = new Response("done", { status: 201, headers: { "set-cookie": "a=b", "x-job": "7" } });
+  assert.equal(await storeIdempotencyResult(lease, response, { store }), true);
+
+  const replay = await createIdempotencyKey(input(key), { store });
+  assert.equal(replay.outcome, "replay");
+  if (replay.outcome !== "replay") return;
+  assert.equal(replay.response.status, 201);
+  assert.deepEqual(replay.response.headers, {
+    "content-type": "text/plain;charset=UTF-8",
+    "x-job": "7",
+  }, "stored like the middleware stores: no set-cookie");
+  assert.equal(new TextDecoder().decode(replay.response.body), "done");
+  const status = await checkIdempotency({ key, userId: "user-1" }, { store });
+  assert.equal(status?.status, "completed");
+  assert.equal(status?.statusCode, 201);
+  assert.equal(status?.replayCount, 1);
+});
+
+Deno.test("api: a failed claim runs again; a stale lease cannot store", async () => {
+  const store = new MemoryStore();
+  const lease = leaseOf(await createIdempotencyKey(input("job-1"), { store }));
+  assert.equal(await markIdempotencyFailed(lease, new Error("worker crashed"), { store, status: 500 }), true);
+  assert.equal((await checkIdempotency({ key: "job-1", userId: "user-1" }, { store }))?.status, "failed");
+  const retry = leaseOf(await createIdempotencyKey(input("job-1"), { store }));
+  assert.equal(await storeIdempotencyResult(lease, new Response("late"), { store }), false);
+  assert.equal(
+    await storeIdempotencyResult(retry, {
+      status: 200,
+      headers: {},
+      body: new Uint8Array([1]),
+      encoding: "identity",
+    }, { store }),
+    true,
+  );
+});
+
+Deno.test("api: cleanupExpiredKeys deletes only expired keys", async () => {
+  let now = Date.UTC(2026, 0, 1);
+  const store = new MemoryStore({ now: () => now });
+  await createIdempotencyKey(input("short", { ttlSeconds: 1 }), { store });
+  await createIdempotencyKey(input("long", { ttlSeconds: 3600 }), { store });
+  now += 2000;
+  assert.equal(await cleanupExpiredKeys({ store, batchSize: 100 }), 1);
+  assert.ok(await checkIdempotency({ key: "long", userId: "user-1" }, { store }));
+});

@@ -1,0 +1,78 @@
+import assert from "node:assert/strict";
+import { decodeBody, encodeBody, fromStoredResponse, gunzip, gzip, toStoredResponse } from "./codec.ts";
+
+const repetitive = (length: number) => new TextEncoder().encode("abcdefgh".repeat(length / 8));
+
+function randomBytes(length: number): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(length));
+}
+
+Deno.test("codec: gzip then gunzip gives the same bytes", async () => {
+  const bytes = repetitive(4096);
+  const compressed = await gzip(bytes);
+  assert.ok(compressed.byteLength < bytes.byteLength);
+  assert.deepEqual(await gunzip(compressed), bytes);
+  assert.deepEqual(await gunzip(await gzip(new Uint8Array(0))), new Uint8Array(0));
+});
+
+Deno.test("codec: gunzip rejects bytes that are not gzip", async () => {
+  await assert.rejects(gunzip(new TextEncoder().encode("not gzip at all")));
+});
+
+Deno.test("codec: bodies up to the threshold stay identity", async () => {
+  const body = repetitive(1024);
+  const encoded = await encodeBody(body, { compressThresholdBytes: 1024 });
+  assert.equal(encoded.encoding, "identity");
+  assert.deepEqual(encoded.body, body);
+});
+
+Deno.test("codec: a compressible body over the threshold is gzipped and round-trips", async () => {
+  const body = repetitive(1032);
+  const encoded = await encodeBody(body, { compressThresholdBytes: 1024 });
+  assert.equal(encoded.encoding, "gzip");
+  assert.ok(encoded.body.byteLength < body.byteLength);
+  assert.deepEqual(await decodeBody(encoded.body, encoded.encoding), body);
+});
+
+Deno.test("codec: an incompressible body stays identity even over the threshold", async () => {
+  const body = randomBytes(4096);
+  const encoded = await encodeBody(body, { compressThresholdBytes: 16 });
+  assert.equal(encoded.encoding, "identity");
+  assert.deepEqual(await decodeBody(encoded.body, encoded.encoding), body);
+});
+
+Deno.test("codec: a stored response keeps safe headers and round-trips its body", async () => {
+  const body = repetitive(8192);
+  const stored = await toStoredResponse({
+    status: 201,
+    headers: new Headers({ "content-type": "text/plain", "set-cookie": "a=b" }),
+    body,
+  }, { compressThresholdBytes: 1024, maxStoredBodyBytes: 1 << 20 });
+  assert.equal(stored.encoding, "gzip");
+  assert.deepEqual(stored.headers, { "content-type": "text/plain" });
+  const response = await fromStoredResponse(stored);
+  assert.equal(response.status, 201);
+  assert.deepEqual(new Uint8Array(await response.arrayBuffer()), body);
+});
+
+Deno.test("codec: past maxStoredBodyBytes only status and headers are stored, with the omitted marker", async () => {
+  const stored = await toStoredResponse({
+    status: 200,
+    headers: new Headers({ "content-type": "application/octet-stream" }),
+    body: randomBytes(2048),
+  }, { compressThresholdBytes: 1024, maxStoredBodyBytes: 1024 });
+  assert.equal(stored.body.byteLength, 0);
+  assert.equal(stored.encoding, "identity");
+  assert.equal(stored.headers["x-idempotency-body-omitted"], "true");
+});
+
+Deno.test("codec: a 204 is rebuilt without a body", async () => {
+  const response = await fromStoredResponse({
+    status: 204,
+    headers: {},
+    body: new Uint8Array(0),
+    encoding: "identity",
+  });
+  assert.equal(response.status, 204);
+  assert.equal(response.body, null);
+});

@@ -1,0 +1,106 @@
+/**
+ * The request fingerprint: SHA-256 over method, path and body, so that reusing a key for another request is
+ * detected (422) instead of replaying an answer to a different question.
+ */
+
+/** What the fingerprint covers. */
+export interface FingerprintInput {
+  /** The HTTP method; compared upper-cased. */
+  method: string;
+  /** The URL path with its query string (`/charge?amount=1`). */
+  path: string;
+  /** The request body bytes, exactly as received. */
+  body: Uint8Array;
+  /**
+   * The request's `Content-Type`. Informational: a body is treated as JSON when it parses as JSON, so a
+   * client that forgets or varies the header still matches its own retries.
+   */
+  contentType?: string | null;
+}
+
+/** A JSON number kept as its source text: parsing to a double would merge e.g. 2^53 and 2^53 + 1. */
+class SourceNumber {
+  constructor(readonly source: string) {}
+}
+
+/** Bumped if the hashed layout ever changes, so old and new fingerprints never compare equal by accident. */
+const FINGERPRINT_VERSION = "idempotency-fingerprint/v1";
+
+/**
+ * `value` as JSON with every object's keys sorted (recursively), so two serialisations of the same object
+ * compare equal. Arrays keep their order; `undefined` members are left out, as `JSON.stringify` does.
+ */
+export function canonicalJson(value: unknown): string {
+  if (value instanceof SourceNumber) return value.source;
+  if (hasToJson(value)) return canonicalJson(value.toJSON());
+  if (Array.isArray(value)) return `[${value.map((item) => canonicalJson(item ?? null)).join(",")}]`;
+  if (value !== null && typeof value === "object") return canonicalObject(value as Record<string, unknown>);
+  return JSON.stringify(value) ?? "null";
+}
+
+/** Dates and other objects that define their own JSON form, as `JSON.stringify` honours it. */
+function hasToJson(value: unknown): value is { toJSON(): unknown } {
+  return value !== null && typeof value === "object" &&
+    typeof (value as { toJSON?: unknown }).toJSON === "function";
+}
+
+function canonicalObject(object: Record<string, unknown>): string {
+  const members = Object.keys(object)
+    .filter((key) => object[key] !== undefined)
+    .sort()
+    .map((key) => `${JSON.stringify(key)}:${canonicalJson(object[key])}`);
+  return `{${members.join(",")}}`;
+}
+
+/**
+ * The hex SHA-256 fingerprint of a request. A body that parses as JSON is hashed in canonical form (key
+ * order and whitespace do not matter; numbers compare by their exact text); any other body as its bytes.
+ * Each part is length-prefixed, so no two different requests frame to the same bytes.
+ */
+export async function requestFingerprint(input: FingerprintInput): Promise<string> {
+  const json = parseJson(input.body);
+  const encoder = new TextEncoder();
+  const parts = [
+    encoder.encode(FINGERPRINT_VERSION),
+    encoder.encode(input.method.toUpperCase()),
+    encoder.encode(input.path),
+    encoder.encode(json === undefined ? "bytes" : "json"),
+    json === undefined ? input.body : encoder.encode(canonicalJson(json)),
+  ];
+  const digest = await crypto.subtle.digest("SHA-256", frame(parts));
+  return toHex(new Uint8Array(digest));
+}
+
+/** The parsed body, with numbers as {@link SourceNumber}, or `undefined` when it is not UTF-8 JSON. */
+function parseJson(body: Uint8Array): unknown {
+  try {
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(body);
+    return JSON.parse(text, keepNumberSource as Reviver);
+  } catch {
+    return undefined;
+  }
+}
+
+type Reviver = (this: unknown, key: string, value: unknown) => unknown;
+
+/** A `JSON.parse` reviver; `context.source` (the raw text of a primitive) is standard since ES2025. */
+function keepNumberSource(_key: string, value: unknown, context?: { source?: string }): unknown {
+  return typeof value === "number" ? new SourceNumber(context?.source ?? String(value)) : value;
+}
+
+/** Netstring framing (`<length>:<bytes>,` per part): a part can never be read as part of its neighbour. */
+function frame(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const encoder = new TextEncoder();
+  const chunks = parts.flatMap((part) => [encoder.encode(`${part.byteLength}:`), part, encoder.encode(",")]);
+  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+function toHex(bytes: Uint8Array): string {
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,394 @@
+/**
+ * `withIdempotency`: wraps an Edge Function handler so that a request with an idempotency key runs once,
+ * and every retry of it gets the first response back.
+ */
+
+import { type Caller, callerFromUserId, createJwtCallerResolver } from "./auth.ts";
+import { buildResponse, fromStoredResponse, toStoredResponse } from "./codec.ts";
+import { errorResponse, IdempotencyError } from "./errors.ts";
+import { requestFingerprint } from "./fingerprint.ts";
+import { corsHeaders, REPLAY_HEADER, withCorsHeaders } from "./headers.ts";
+import { getIdempotencyKey } from "./key.ts";
+import {
+  defaultStore,
+  type IdempotencyOptions,
+  type ResolvedIdempotencyOptions,
+  resolveOptions,
+} from "./options.ts";
+import type { BeginInput, BeginResult, IdempotencyStore, Lease, StoredResponse } from "./store.ts";
+
+/** An Edge Function handler, as `Deno.serve` calls it. */
+export type Handler = (req: Request, info?: Deno.ServeHandlerInfo) => Response | Promise<Response>;
+
+/** Plain counters of what the wrapper did since it was created. */
+export interface IdempotencyMetrics {
+  /** Handler runs under a claimed key (first attempts, retries after a failure, takeovers). */
+  started: number;
+  /** Requests answered with a stored response. */
+  replayed: number;
+  /** Requests that found their key held by a running request (answered 409, or waited). */
+  inFlight: number;
+  /** Requests answered 422: the key was used with another request. */
+  mismatched: number;
+  /** Attempts released for a retry: a 5xx, a throw, or a 4xx that is not stored. */
+  failed: number;
+  /** Store calls that threw (begin, complete, fail, extendLease). */
+  storeErrors: number;
+  /** Handler runs without idempotency because the store failed and `onStoreError` is `"fail-open"`. */
+  failOpen: number;
+  /** Requests whose lease was taken over while they ran: their result was not stored. */
+  leaseLost: number;
+}
+
+/** The wrapped handler, with its live {@link IdempotencyMetrics}. */
+export type IdempotentHandler = ((req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>) & {
+  readonly metrics: Readonly<IdempotencyMetrics>;
+};
+
+/** Everything one wrapper needs per request. */
+interface Context {
+  readonly handler: Handler;
+  readonly options: ResolvedIdempotencyOptions;
+  readonly metrics: IdempotencyMetrics;
+  readonly getCaller: (req: Request) => Promise<Caller>;
+  readonly store: () => IdempotencyStore;
+}
+
+/** The request as read once at claim time: its bytes are what every later step sees. */
+interface ReadRequest {
+  readonly req: Request;
+  readonly body: Uint8Array;
+  readonly info?: Deno.ServeHandlerInfo;
+}
+
+/** What the handler answered, body already read. */
+interface HandlerOutcome {
+  status: number;
+  headers: Headers;
+  body: Uint8Array;
+  /** Set when the handler threw (the outcome is then a 500 `INTERNAL_ERROR`). */
+  error?: unknown;
+}
+
+/** Whether this request's lease was found taken over (counted once per request). */
+interface LeaseState {
+  lost: boolean;
+}
+
+type Claim = BeginResult | { outcome: "store_error" };
+
+/** 4xx statuses that say "try again", so they are never stored even with `storeClientErrors`. */
+const TRANSIENT_CLIENT_ERRORS = new Set([408, 409, 425, 429]);
+/** `Retry-After` of a 503 `STORE_UNAVAILABLE`, in seconds. */
+const STORE_RETRY_AFTER_SECONDS = 1;
+/** The first and the longest pause between polls of a `"wait"` duplicate, in milliseconds. */
+const FIRST_POLL_MS = 25;
+const MAX_POLL_MS = 1000;
+
+/**
+ * Wraps `handler`: a request with an `Idempotency-Key` (or `X-Idempotency-Key`) runs once per user and
+ * key; retries get the stored response with `X-Idempotency-Replay: true`. Calls without a key run as before.
+ *
+ * @throws {TypeError | RangeError} at wrap time when `options` are invalid.
+ */
+export function withIdempotency(handler: Handler, options: IdempotencyOptions): IdempotentHandler {
+  const resolved = resolveOptions(options);
+  const ctx: Context = {
+    handler,
+    options: resolved,
+    metrics: emptyMetrics(),
+    getCaller: resolved.getUserId
+      ? callerFromUserId(resolved.getUserId)
+      : createJwtCallerResolver({ jwtSecret: resolved.jwtSecret }),
+    store: () => resolved.store ?? defaultStore(),
+  };
+  const wrapped = (req: Request, info?: Deno.ServeHandlerInfo) => serve(ctx, req, info);
+  return Object.defineProperty(wrapped, "metrics", {
+    value: ctx.metrics,
+    enumerable: true,
+  }) as IdempotentHandler;
+}
+
+function emptyMetrics(): IdempotencyMetrics {
+  return {
+    started: 0,
+    replayed: 0,
+    inFlight: 0,
+    mismatched: 0,
+    failed: 0,
+    storeErrors: 0,
+    failOpen: 0,
+    leaseLost: 0,
+  };
+}
+
+/** CORS around everything: preflights never reach the handler. */
+async function serve(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
+  if (ctx.options.cors && req.method === "OPTIONS") {
+    return new Response(null, { status: 204, headers: corsHeaders });
+  }
+  const response = await answer(ctx, req, info);
+  return ctx.options.cors ? withCorsHeaders(response) : response;
+}
+
+/** Every failure becomes the JSON error shape; unexpected ones are logged and hidden behind a 500. */
+async function answer(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
+  try {
+    return await route(ctx, req, info);
+  } catch (error) {
+    if (error instanceof IdempotencyError) return errorResponse(error);
+    log(ctx, "error", "the request failed", error);
+    return errorResponse(internalError());
+  }
+}
+
+async function route(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
+  const key = getIdempotencyKey(req);
+  if (key === null) {
+    if (ctx.options.required) {
+      throw new IdempotencyError("KEY_REQUIRED", "This function needs an Idempotency-Key");
+    }
+    return await ctx.handler(req, info);
+  }
+  const caller = await ctx.getCaller(req);
+  if (caller.kind === "anonymous" && ctx.options.anonymous === "bypass") return await ctx.handler(req, info);
+  if (caller.kind === "anonymous" && ctx.options.anonymous === "reject") {
+    throw new IdempotencyError("AUTH_REQUIRED", "An idempotency key needs a signed-in user");
+  }
+  const userId = caller.kind === "user" ? caller.userId : null;
+  const read: ReadRequest = { req, body: new Uint8Array(await req.arrayBuffer()), info };
+  const claim = await claimKey(ctx, await beginInput(ctx, read, key, userId));
+  return await settleClaim(ctx, claim, read);
+}
+
+/** Path and query: `/charge?amount=1` and `/charge?amount=2` are different requests. */
+function pathWithQuery(url: string): string {
+  const { pathname, search } = new URL(url);
+  return pathname + search;
+}
+
+async function beginInput(
+  ctx: Context,
+  read: ReadRequest,
+  key: string,
+  userId: string | null,
+): Promise<BeginInput> {
+  const fingerprint = await requestFingerprint({
+    method: read.req.method,
+    path: pathWithQuery(read.req.url),
+    body: read.body,
+    contentType: read.req.headers.get("content-type"),
+  });
+  const { functionName, ttlSeconds, lockTimeoutSeconds } = ctx.options;
+  return { key, userId, functionName, fingerprint, ttlSeconds, lockTimeoutSeconds };
+}
+
+/** `begin`, then (in `"wait"` mode) polls while another request holds the key. */
+async function claimKey(ctx: Context, input: BeginInput): Promise<Claim> {
+  try {
+    const result = await ctx.store().begin(input);
+    if (result.outcome !== "in_progress") return result;
+    ctx.metrics.inFlight++;
+    return ctx.options.onInFlight === "wait" ? await waitForFirst(ctx, input, result) : result;
+  } catch (error) {
+    storeFailed(ctx, "begin", error);
+    return { outcome: "store_error" };
+  }
+}
+
+/** Polls `begin` with doubling pauses until the key is no longer in progress or `waitTimeoutMs` is spent. */
+async function waitForFirst(ctx: Context, input: BeginInput, first: BeginResult): Promise<BeginResult> {
+  const deadline = Date.now() + ctx.options.waitTimeoutMs;
+  let result = first;
+  for (
+    let pause = FIRST_POLL_MS;
+    result.outcome === "in_progress";
+    pause = Math.min(pause * 2, MAX_POLL_MS)
+  ) {
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) break;
+    await sleep(Math.min(pause, remaining));
+    result = await ctx.store().begin(input);
+  }
+  return result;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function settleClaim(ctx: Context, claim: Claim, read: ReadRequest): Promise<Response> {
+  switch (claim.outcome) {
+    case "started":
+      return await runClaimed(ctx, { recordId: claim.recordId, leaseToken: claim.leaseToken }, read);
+    case "replay":
+      ctx.metrics.replayed++;
+      return await replayResponse(claim.response);
+    case "in_progress":
+      throw new IdempotencyError(
+        "REQUEST_IN_PROGRESS",
+        "A request with this idempotency key is still running",
+        {
+          retryAfterSeconds: claim.retryAfterSeconds,
+        },
+      );
+    case "mismatch":
+      ctx.metrics.mismatched++;
+      throw new IdempotencyError(
+        "KEY_REUSED_WITH_DIFFERENT_REQUEST",
+        "This idempotency key was already used with a different request (method, path or body)",
+      );
+    case "store_error":
+      return await storeUnavailable(ctx, read);
+  }
+}
+
+/** Fail-open runs the handler unprotected; fail-closed answers 503 and runs nothing. */
+async function storeUnavailable(ctx: Context, read: ReadRequest): Promise<Response> {
+  if (ctx.options.onStoreError === "fail-closed") {
+    throw new IdempotencyError("STORE_UNAVAILABLE", "The idempotency store is unavailable; retry later", {
+      retryAfterSeconds: STORE_RETRY_AFTER_SECONDS,
+    });
+  }
+  ctx.metrics.failOpen++;
+  return await ctx.handler(freshRequest(read), read.info);
+}
+
+/** Runs the handler under `lease`, stores or releases the outcome, and answers it to this client. */
+async function runClaimed(ctx: Context, lease: Lease, read: ReadRequest): Promise<Response> {
+  ctx.metrics.started++;
+  const state: LeaseState = { lost: false };
+  const renewal = startRenewal(ctx, lease, state);
+  let outcome: HandlerOutcome;
+  try {
+    outcome = await runHandler(ctx, read);
+  } finally {
+    await renewal.stop();
+  }
+  await finish(ctx, lease, outcome, state);
+  const headers = new Headers(outcome.headers);
+  headers.delete("content-length");
+  headers.set(REPLAY_HEADER, "false");
+  return buildResponse(outcome.status, headers, outcome.body);
+}
+
+/** The handler's answer with its body read; a throw becomes a 500 `INTERNAL_ERROR`. */
+async function runHandler(ctx: Context, read: ReadRequest): Promise<HandlerOutcome> {
+  try {
+    const response = await ctx.handler(freshRequest(read), read.info);
+    const body = new Uint8Array(await response.arrayBuffer());
+    return { status: response.status, headers: new Headers(response.headers), body };
+  } catch (error) {
+    log(ctx, "error", "the handler threw; the key is released for a retry", error);
+    const response = errorResponse(internalError());
+    return {
+      status: 500,
+      headers: response.headers,
+      body: new Uint8Array(await response.arrayBuffer()),
+      error,
+    };
+  }
+}
+
+/**
+ * A new Request with the bytes read at claim time: the handler may consume or change it without touching
+ * the key, fingerprint or lease this request completes.
+ */
+function freshRequest(read: ReadRequest): Request {
+  const { req, body } = read;
+  const hasBody = req.method !== "GET" && req.method !== "HEAD";
+  return new Request(req.url, {
+    method: req.method,
+    headers: req.headers,
+    body: hasBody ? body.slice() : null,
+    signal: req.signal,
+    redirect: req.redirect,
+  });
+}
+
+/** Stores a final outcome, or releases the key so a retry runs again. */
+async function finish(ctx: Context, lease: Lease, outcome: HandlerOutcome, state: LeaseState): Promise<void> {
+  const storable = isStorable(outcome.status, ctx.options);
+  try {
+    const owned = storable
+      ? await ctx.store().complete(lease, await toStoredResponse(outcome, ctx.options))
+      : await release(ctx, lease, outcome);
+    if (!owned) leaseLost(ctx, state, storable ? "complete" : "fail");
+  } catch (error) {
+    storeFailed(ctx, storable ? "complete" : "fail", error);
+  }
+}
+
+function release(ctx: Context, lease: Lease, outcome: HandlerOutcome): Promise<boolean> {
+  ctx.metrics.failed++;
+  const message = outcome.error === undefined ? `HTTP ${outcome.status}` : errorMessage(outcome.error);
+  return ctx.store().fail(lease, { message, status: outcome.status });
+}
+
+/**
+ * Final outcomes are stored: 2xx, and 3xx (a redirect after a POST reports work that was done, so running
+ * it again would duplicate it); 4xx only with `storeClientErrors`, never the transient ones; 5xx never.
+ */
+function isStorable(status: number, options: ResolvedIdempotencyOptions): boolean {
+  if (status < 400) return true;
+  return status < 500 && options.storeClientErrors && !TRANSIENT_CLIENT_ERRORS.has(status);
+}
+
+/** Renews `lease` every `lockTimeoutSeconds / 2` until stopped; `stop` waits for a renewal under way. */
+function startRenewal(ctx: Context, lease: Lease, state: LeaseState): { stop(): Promise<void> } {
+  if (!ctx.options.renewLease) return { stop: () => Promise.resolve() };
+  let pending = Promise.resolve();
+  const timer = setInterval(() => {
+    pending = pending.then(() => renewOnce(ctx, lease, state));
+  }, ctx.options.lockTimeoutSeconds * 500);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return pending;
+    },
+  };
+}
+
+async function renewOnce(ctx: Context, lease: Lease, state: LeaseState): Promise<void> {
+  if (state.lost) return;
+  try {
+    if (!(await ctx.store().extendLease(lease, ctx.options.lockTimeoutSeconds))) {
+      leaseLost(ctx, state, "extendLease");
+    }
+  } catch (error) {
+    storeFailed(ctx, "extendLease", error);
+  }
+}
+
+async function replayResponse(stored: StoredResponse): Promise<Response> {
+  const response = await fromStoredResponse(stored);
+  response.headers.set(REPLAY_HEADER, "true");
+  return response;
+}
+
+function leaseLost(ctx: Context, state: LeaseState, during: string): void {
+  if (state.lost) return;
+  state.lost = true;
+  ctx.metrics.leaseLost++;
+  log(ctx, "warn", `lease lost at ${during}: another request took the key over; this result is not stored`);
+}
+
+function storeFailed(ctx: Context, method: string, error: unknown): void {
+  ctx.metrics.storeErrors++;
+  const policy = method === "begin" ? ` (${ctx.options.onStoreError})` : "";
+  log(ctx, "error", `store ${method} failed${policy}`, error);
+}
+
+function log(ctx: Context, level: "error" | "warn", message: string, error?: unknown): void {
+  const line = `[idempotency] ${ctx.options.functionName}: ${message}`;
+  if (error === undefined) ctx.options.logger[level](line);
+  else ctx.options.logger[level](line, error);
+}
+
+function internalError(): IdempotencyError {
+  return new IdempotencyError("INTERNAL_ERROR", "The function failed; retry with the same idempotency key");
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
