@@ -31,13 +31,17 @@ async function post(token: string, key: string, payload: unknown) {
 }
 
 async function documentCount(userId: string): Promise<number> {
-  const [row] = await sql<{ n: number }[]>`select count(*)::int as n from public.documents where user_id = ${userId}`;
+  const [row] = await sql<
+    { n: number }[]
+  >`select count(*)::int as n from public.documents where user_id = ${userId}`;
   return row.n;
 }
 
 function line(step: string, r: { status: number; replay: string; body: unknown }, rows: number) {
   const detail = JSON.stringify(r.body).slice(0, 90);
-  console.log(`${step.padEnd(34)} ${String(r.status).padEnd(4)} replay=${r.replay.padEnd(5)} rows=${rows}  ${detail}`);
+  console.log(
+    `${step.padEnd(34)} ${String(r.status).padEnd(4)} replay=${r.replay.padEnd(5)} rows=${rows}  ${detail}`,
+  );
 }
 
 async function main() {
@@ -50,8 +54,16 @@ async function main() {
   console.log(`POST ${FUNCTION_URL}  (Idempotency-Key: ${key})\n`);
   console.log(`${"step".padEnd(34)} http replay       documents  body`);
   const before = await documentCount(alice.id);
-  line("1. first request (alice)", await post(alice.token, key, doc), (await documentCount(alice.id)) - before);
-  line("2. network retry, same key", await post(alice.token, key, doc), (await documentCount(alice.id)) - before);
+  line(
+    "1. first request (alice)",
+    await post(alice.token, key, doc),
+    (await documentCount(alice.id)) - before,
+  );
+  line(
+    "2. network retry, same key",
+    await post(alice.token, key, doc),
+    (await documentCount(alice.id)) - before,
+  );
 
   const burstKey = `demo-burst-${run}`;
   const burst = await Promise.all(Array.from({ length: 25 }, () => post(alice.token, burstKey, doc)));
@@ -67,12 +79,17 @@ async function main() {
   );
   line("4. same key, other payload", await post(alice.token, key, { ...doc, title: "Changed" }), 0);
   const bobBefore = await documentCount(bob.id);
-  line("5. bob, same key as alice", await post(bob.token, key, doc), (await documentCount(bob.id)) - bobBefore);
+  line(
+    "5. bob, same key as alice",
+    await post(bob.token, key, doc),
+    (await documentCount(bob.id)) - bobBefore,
+  );
 
   console.log("\nselect * from v_idempotency_stats;");
   console.table(
-    await sql`select function_name, total, processing, completed, failed, replays, in_flight, stuck,
-      expired_pending_cleanup as expired, median_processing_ms as median_ms, p95_processing_ms as p95_ms
+    await sql`select function_name, total::int, processing::int, completed::int, failed::int,
+      replays::int, in_flight::int, stuck::int, expired_pending_cleanup::int as expired,
+      median_processing_ms::float8 as median_ms, p95_processing_ms::float8 as p95_ms
       from public.v_idempotency_stats order by function_name`,
   );
 }

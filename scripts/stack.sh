@@ -24,7 +24,8 @@ pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 pg_running() { as_db_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
 
-psql_super() { psql -X -q -v ON_ERROR_STOP=1 "$DB_URL" "$@"; }
+# Re-runs are expected: the bootstrap's "already exists, skipping" notices say nothing worth reading.
+psql_super() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$DB_URL" "$@"; }
 
 sign_jwt() { # role -> HS256 JWT with the claims of Supabase's well-known local keys
   node -e '
@@ -94,10 +95,14 @@ start_gateway() {
   pid_alive "$GATEWAY_PID" && return 0
   port_open "$API_PORT" && die "port $API_PORT is taken by another process; stop it or set API_PORT"
   say "starting the functions gateway on $API_URL"
-  (cd "$ROOT" && SUPABASE_URL="$API_URL" SUPABASE_DB_URL="$DB_URL" SUPABASE_JWT_SECRET="$JWT_SECRET" \
-    SUPABASE_ANON_KEY="$(sign_jwt anon)" SUPABASE_SERVICE_ROLE_KEY="$(sign_jwt service_role)" PORT="$API_PORT" \
-    nohup deno run --allow-all --quiet scripts/gateway.ts >"$LOG_DIR/gateway.log" 2>&1 &
-    echo $! >"$GATEWAY_PID")
+  # The subshell backgrounds deno itself, so $! is deno's pid; stdout goes to the log, not to our caller.
+  (
+    cd "$ROOT" || exit 1
+    SUPABASE_URL="$API_URL" SUPABASE_DB_URL="$DB_URL" SUPABASE_JWT_SECRET="$JWT_SECRET" \
+      SUPABASE_ANON_KEY="$(sign_jwt anon)" SUPABASE_SERVICE_ROLE_KEY="$(sign_jwt service_role)" PORT="$API_PORT" \
+      nohup deno run --allow-all --quiet scripts/gateway.ts >"$LOG_DIR/gateway.log" 2>&1 </dev/null &
+    echo $! >"$GATEWAY_PID"
+  )
   for _ in $(seq 300); do
     port_open "$API_PORT" && return 0
     pid_alive "$GATEWAY_PID" || break

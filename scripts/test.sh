@@ -8,6 +8,8 @@
 # and ends with one line: `test: N passed, N failed`.
 set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
+# deno colours its summary line even into a pipe; the counting below reads it plain
+export NO_COLOR=1
 cd "$ROOT"
 
 passed=0 failed=0

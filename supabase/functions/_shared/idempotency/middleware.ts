@@ -292,7 +292,8 @@ async function runHandler(ctx: Context, read: ReadRequest): Promise<HandlerOutco
 
 /**
  * A new Request with the bytes read at claim time: the handler may consume or change it without touching
- * the key, fingerprint or lease this request completes.
+ * the key, fingerprint or lease this request completes. The client's abort signal is left behind on
+ * purpose: claimed work runs to the end and is stored even if the client hangs up, so its retry replays.
  */
 function freshRequest(read: ReadRequest): Request {
   const { req, body } = read;
@@ -301,7 +302,6 @@ function freshRequest(read: ReadRequest): Request {
     method: req.method,
     headers: req.headers,
     body: hasBody ? body.slice() : null,
-    signal: req.signal,
     redirect: req.redirect,
   });
 }

@@ -1,0 +1,176 @@
+/**
+ * End-to-end test support: real HTTP against the running functions gateway, real Postgres for counting
+ * side effects, fresh users in auth.users that are deleted (with every row they own) after each test.
+ */
+
+import postgres from "postgres";
+import { signJwt } from "../support/jwt.ts";
+
+/** The gateway's base URL. */
+export const API_URL = Deno.env.get("API_URL") ?? "http://127.0.0.1:54321";
+/** The database the functions write, as its superuser. */
+export const DB_URL = Deno.env.get("DB_URL") ?? Deno.env.get("SUPABASE_DB_URL") ??
+  "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
+
+/** The project's anon key (role anon, no user). */
+export const anonKey = () => signJwt({ iss: "supabase-demo", role: "anon" });
+/** The project's service role key (role service_role, no user). */
+export const serviceRoleKey = () => signJwt({ iss: "supabase-demo", role: "service_role" });
+
+/** A user inserted into auth.users for one test. */
+export interface TestUser {
+  id: string;
+  /** A valid access token for the user (role authenticated, `sub` = id). */
+  token: string;
+}
+
+/** What one test gets. */
+export interface E2eContext {
+  /** A superuser connection to the database. */
+  sql: postgres.Sql;
+  /** Inserts a fresh user; it and all its rows (cascade) are deleted after the test. */
+  newUser(): Promise<TestUser>;
+  /** A fresh, valid idempotency key. */
+  newKey(): string;
+  /** Runs `fn` after the test, before the users are deleted (newest first). */
+  defer(fn: () => Promise<unknown>): void;
+}
+
+/**
+ * Declares a test with its own database connection and users, cleaned up however the test ends. The
+ * sanitizers stay on: the connection is ended and every response body is read within the test.
+ */
+export function e2eTest(name: string, fn: (ctx: E2eContext) => Promise<void>): void {
+  Deno.test(name, async () => {
+    const sql = postgres(DB_URL, { max: 4, onnotice: () => {} });
+    const users: string[] = [];
+    const deferred: (() => Promise<unknown>)[] = [];
+    const ctx: E2eContext = {
+      sql,
+      async newUser() {
+        const email = `e2e-${crypto.randomUUID()}@test.local`;
+        const [row] = await sql<
+          { id: string }[]
+        >`insert into auth.users (email) values (${email}) returning id`;
+        users.push(row.id);
+        return {
+          id: row.id,
+          token: await signJwt({ sub: row.id, role: "authenticated", aud: "authenticated", email }),
+        };
+      },
+      newKey: () => `e2e-${crypto.randomUUID()}`,
+      defer: (cleanup) => void deferred.unshift(cleanup),
+    };
+    try {
+      await fn(ctx);
+    } finally {
+      try {
+        for (const cleanup of deferred) await cleanup();
+        if (users.length > 0) await sql`delete from auth.users where id = any(${users}::uuid[])`;
+      } finally {
+        await sql.end({ timeout: 5 });
+      }
+    }
+  });
+}
+
+/** One request to a function. */
+export interface CallOptions {
+  /** The bearer token; none when omitted. */
+  token?: string;
+  /** Sent as `Idempotency-Key`. */
+  key?: string;
+  /** Any other headers (e.g. `X-Idempotency-Key`). */
+  headers?: Record<string, string>;
+  /** JSON-encoded unless a string. */
+  body?: unknown;
+  /** Default POST. */
+  method?: string;
+}
+
+/** A function's answer, body read and parsed. */
+export interface CallResult {
+  status: number;
+  headers: Headers;
+  /** The parsed JSON body (or the text when it is not JSON; `null` when empty). */
+  // deno-lint-ignore no-explicit-any
+  body: any;
+  /** The raw body text. */
+  text: string;
+  /** `X-Idempotency-Replay`, or `null` when absent. */
+  replay: string | null;
+}
+
+/** Calls `/functions/v1/<name>` over HTTP. */
+export async function callFunction(name: string, options: CallOptions = {}): Promise<CallResult> {
+  const headers: Record<string, string> = { "content-type": "application/json", ...options.headers };
+  if (options.token) headers.authorization = `Bearer ${options.token}`;
+  if (options.key !== undefined) headers["idempotency-key"] = options.key;
+  const res = await fetch(`${API_URL}/functions/v1/${name}`, {
+    method: options.method ?? "POST",
+    headers,
+    body: options.body === undefined
+      ? undefined
+      : typeof options.body === "string"
+      ? options.body
+      : JSON.stringify(options.body),
+  });
+  const text = await res.text();
+  let body: unknown = null;
+  if (text !== "") {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = text;
+    }
+  }
+  return {
+    status: res.status,
+    headers: res.headers,
+    body,
+    text,
+    replay: res.headers.get("x-idempotency-replay"),
+  };
+}
+
+/** How many rows of `table` belong to `userId`. */
+export async function countRows(sql: postgres.Sql, table: string, userId: string): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`select count(*)::int as n from ${
+    sql(table)
+  } where user_id = ${userId}`;
+  return row.n;
+}
+
+/** The idempotency_keys row of `key` for `userId` (null: the shared scope), or undefined. */
+export async function keyRow(
+  sql: postgres.Sql,
+  key: string,
+  userId: string | null,
+): Promise<
+  | {
+    status: string;
+    attempt_count: number;
+    replay_count: number;
+    status_code: number | null;
+    function_name: string;
+  }
+  | undefined
+> {
+  const [row] = await sql<
+    {
+      status: string;
+      attempt_count: number;
+      replay_count: number;
+      status_code: number | null;
+      function_name: string;
+    }[]
+  >`
+    select status, attempt_count, replay_count, status_code, function_name from public.idempotency_keys
+    where idempotency_key = ${key} and user_id is not distinct from ${userId}::uuid`;
+  return row;
+}
+
+/** A process-document request body with a unique title. */
+export function documentBody(title = `Doc ${crypto.randomUUID().slice(0, 8)}`) {
+  return { title, content: "Revenue grew in every region. Costs fell. Revenue matters most to investors." };
+}
