@@ -160,6 +160,21 @@ begin
       return;
     end if;
 
+    -- The common duplicate, a retry of completed work, is answered by this one statement. clock_timestamp()
+    -- is read after any wait for the row lock, so expiry is judged at the moment the row is ours.
+    update public.idempotency_keys k
+    set replay_count = k.replay_count + 1, last_replayed_at = clock_timestamp()
+    where k.idempotency_key = p_key and k.user_id is not distinct from p_user_id
+      and k.status = 'completed' and k.request_fingerprint = p_fingerprint and k.expires_at > clock_timestamp()
+    returning k.* into v_row;
+
+    if found then
+      return query select 'replay'::text, v_row.id, null::uuid, v_row.status_code, v_row.response,
+        v_row.response_encoding, v_row.response_headers, null::integer, v_row.attempt_count,
+        v_row.replay_count, v_row.expires_at;
+      return;
+    end if;
+
     select k.* into v_row
     from public.idempotency_keys k
     where k.idempotency_key = p_key and k.user_id is not distinct from p_user_id
@@ -245,25 +260,24 @@ create or replace function public.idempotency_complete(
   p_response_headers jsonb default '{}'::jsonb
 )
 returns boolean
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
-  with done as (
-    update public.idempotency_keys k set
-      status = 'completed',
-      status_code = p_status_code,
-      response = p_response,
-      response_encoding = coalesce(p_response_encoding, 'identity'),
-      response_headers = coalesce(p_response_headers, '{}'::jsonb),
-      error_message = null,
-      completed_at = clock_timestamp(),
-      locked_until = null,
-      lease_token = null
-    where k.id = p_record_id and k.lease_token = p_lease_token and k.status = 'processing'
-    returning 1
-  )
-  select exists (select 1 from done)
+begin
+  update public.idempotency_keys k set
+    status = 'completed',
+    status_code = p_status_code,
+    response = p_response,
+    response_encoding = coalesce(p_response_encoding, 'identity'),
+    response_headers = coalesce(p_response_headers, '{}'::jsonb),
+    error_message = null,
+    completed_at = clock_timestamp(),
+    locked_until = null,
+    lease_token = null
+  where k.id = p_record_id and k.lease_token = p_lease_token and k.status = 'processing';
+  return found;
+end;
 $$;
 
 comment on function public.idempotency_complete(uuid, uuid, integer, bytea, text, jsonb) is
@@ -277,22 +291,21 @@ create or replace function public.idempotency_fail(
   p_status_code integer default null
 )
 returns boolean
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
-  with done as (
-    update public.idempotency_keys k set
-      status = 'failed',
-      status_code = p_status_code,
-      error_message = left(p_error_message, 2000),
-      completed_at = clock_timestamp(),
-      locked_until = null,
-      lease_token = null
-    where k.id = p_record_id and k.lease_token = p_lease_token and k.status = 'processing'
-    returning 1
-  )
-  select exists (select 1 from done)
+begin
+  update public.idempotency_keys k set
+    status = 'failed',
+    status_code = p_status_code,
+    error_message = left(p_error_message, 2000),
+    completed_at = clock_timestamp(),
+    locked_until = null,
+    lease_token = null
+  where k.id = p_record_id and k.lease_token = p_lease_token and k.status = 'processing';
+  return found;
+end;
 $$;
 
 comment on function public.idempotency_fail(uuid, uuid, text, integer) is
@@ -305,17 +318,16 @@ create or replace function public.idempotency_extend_lease(
   p_lock_timeout_seconds integer default 30
 )
 returns boolean
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
-  with done as (
-    update public.idempotency_keys k
-    set locked_until = clock_timestamp() + make_interval(secs => greatest(p_lock_timeout_seconds, 1))
-    where k.id = p_record_id and k.lease_token = p_lease_token and k.status = 'processing'
-    returning 1
-  )
-  select exists (select 1 from done)
+begin
+  update public.idempotency_keys k
+  set locked_until = clock_timestamp() + make_interval(secs => greatest(p_lock_timeout_seconds, 1))
+  where k.id = p_record_id and k.lease_token = p_lease_token and k.status = 'processing';
+  return found;
+end;
 $$;
 
 comment on function public.idempotency_extend_lease(uuid, uuid, integer) is

@@ -3,6 +3,8 @@
  * detected (422) instead of replaying an answer to a different question.
  */
 
+import { createHash } from "node:crypto";
+
 /** What the fingerprint covers. */
 export interface FingerprintInput {
   /** The HTTP method; compared upper-cased. */
@@ -55,9 +57,10 @@ function canonicalObject(object: Record<string, unknown>): string {
 /**
  * The hex SHA-256 fingerprint of a request. A body that parses as JSON is hashed in canonical form (key
  * order and whitespace do not matter; numbers compare by their exact text); any other body as its bytes.
- * Each part is length-prefixed, so no two different requests frame to the same bytes.
+ * Each part is framed as a netstring (`<length>:<bytes>,`), so no two different requests hash the same
+ * bytes. node:crypto hashes synchronously; WebCrypto's digest costs a thread-pool hop per request.
  */
-export async function requestFingerprint(input: FingerprintInput): Promise<string> {
+export function requestFingerprint(input: FingerprintInput): string {
   const json = parseJson(input.body);
   const encoder = new TextEncoder();
   const parts = [
@@ -67,8 +70,9 @@ export async function requestFingerprint(input: FingerprintInput): Promise<strin
     encoder.encode(json === undefined ? "bytes" : "json"),
     json === undefined ? input.body : encoder.encode(canonicalJson(json)),
   ];
-  const digest = await crypto.subtle.digest("SHA-256", frame(parts));
-  return toHex(new Uint8Array(digest));
+  const hash = createHash("sha256");
+  for (const part of parts) hash.update(`${part.byteLength}:`).update(part).update(",");
+  return hash.digest("hex");
 }
 
 /** The parsed body, with numbers as {@link SourceNumber}, or `undefined` when it is not UTF-8 JSON. */
@@ -86,21 +90,4 @@ type Reviver = (this: unknown, key: string, value: unknown) => unknown;
 /** A `JSON.parse` reviver; `context.source` (the raw text of a primitive) is standard since ES2025. */
 function keepNumberSource(_key: string, value: unknown, context?: { source?: string }): unknown {
   return typeof value === "number" ? new SourceNumber(context?.source ?? String(value)) : value;
-}
-
-/** Netstring framing (`<length>:<bytes>,` per part): a part can never be read as part of its neighbour. */
-function frame(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const encoder = new TextEncoder();
-  const chunks = parts.flatMap((part) => [encoder.encode(`${part.byteLength}:`), part, encoder.encode(",")]);
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
-
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }

@@ -157,7 +157,7 @@ async function route(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): 
   }
   const userId = caller.kind === "user" ? caller.userId : null;
   const read: ReadRequest = { req, body: new Uint8Array(await req.arrayBuffer()), info };
-  const claim = await claimKey(ctx, await beginInput(ctx, read, key, userId));
+  const claim = await claimKey(ctx, beginInput(ctx, read, key, userId));
   return await settleClaim(ctx, claim, read);
 }
 
@@ -167,13 +167,8 @@ function pathWithQuery(url: string): string {
   return pathname + search;
 }
 
-async function beginInput(
-  ctx: Context,
-  read: ReadRequest,
-  key: string,
-  userId: string | null,
-): Promise<BeginInput> {
-  const fingerprint = await requestFingerprint({
+function beginInput(ctx: Context, read: ReadRequest, key: string, userId: string | null): BeginInput {
+  const fingerprint = requestFingerprint({
     method: read.req.method,
     path: pathWithQuery(read.req.url),
     body: read.body,

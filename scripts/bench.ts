@@ -1,0 +1,156 @@
+/**
+ * Latency of bare and wrapped handlers over HTTP through the functions gateway, from one run.
+ *
+ *   scripts/stack.sh start && deno run --allow-all scripts/bench.ts [--requests 400]
+ *
+ * scripts/bench/serve.ts, in a process of its own, serves through the gateway's request handler the bare and
+ * the wrapped form of two handlers: `echo` (no work, so the wrapper's own cost shows) and the real
+ * `process-document` (a transaction of two inserts). Requests are sent one at a time and
+ * the scenarios take turns request by request, so a noisy moment of the machine hits them all alike.
+ * Figures to quote are the medians and the ratios of this one run.
+ */
+import postgres from "postgres";
+import { parseArgs } from "node:util";
+import { signJwt } from "../tests/support/jwt.ts";
+
+const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
+const WARMUP = 50;
+
+/** One measured series: a name and how to send one request of it. */
+interface Scenario {
+  name: string;
+  send: (i: number) => Promise<Response>;
+  samples: number[];
+}
+
+function scenarios(base: string, token: string, run: string): Scenario[] {
+  const body = JSON.stringify({ title: "Bench", content: "One sentence. Another sentence with words." });
+  const post = (fn: string, key?: string) =>
+    fetch(`${base}/functions/v1/${fn}`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${token}`,
+        "content-type": "application/json",
+        ...(key ? { "idempotency-key": key } : {}),
+      },
+      body,
+    });
+  const series = (name: string, send: Scenario["send"]): Scenario => ({ name, send, samples: [] });
+  const list: Scenario[] = [];
+  for (const fn of ["echo", "process-document"]) {
+    const stores = fn === "echo" ? ["postgres", "redis", "memory"] : ["postgres"];
+    list.push(series(`${fn} bare`, () => post(fn)));
+    for (const store of stores) {
+      const wrapped = `${fn}+${store}`;
+      list.push(
+        series(`${wrapped} first`, (i) => post(wrapped, `bench-${run}-${wrapped}-${i}`.replace("+", "_"))),
+      );
+      list.push(
+        series(`${wrapped} replay`, () => post(wrapped, `bench-${run}-${wrapped}-replay`.replace("+", "_"))),
+      );
+    }
+  }
+  return list;
+}
+
+async function measure(list: Scenario[], requests: number): Promise<void> {
+  for (let i = 0; i < WARMUP + requests; i++) {
+    for (const s of list) {
+      const start = performance.now();
+      const res = await s.send(i);
+      await res.arrayBuffer();
+      const ms = performance.now() - start;
+      if (res.status !== 201) throw new Error(`${s.name}: HTTP ${res.status}, expected 201`);
+      if (i >= WARMUP) s.samples.push(ms);
+    }
+  }
+}
+
+function percentile(samples: number[], p: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+function report(list: Scenario[]): void {
+  const p50 = (name: string) => percentile(list.find((s) => s.name === name)!.samples, 50);
+  console.log(`${"scenario".padEnd(34)} ${"n".padStart(5)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)}`);
+  for (const s of list) {
+    const [a, b] = [percentile(s.samples, 50), percentile(s.samples, 99)].map((v) =>
+      v.toFixed(3).padStart(8)
+    );
+    console.log(`${s.name.padEnd(34)} ${String(s.samples.length).padStart(5)} ${a} ${b}`);
+  }
+  console.log("\nfrom this run's medians:");
+  for (const fn of ["echo", "process-document"]) {
+    const bare = p50(`${fn} bare`);
+    for (const s of list.filter((x) => x.name.startsWith(`${fn}+`) && x.name.endsWith(" first"))) {
+      const wrapped = s.name.replace(/ first$/, "");
+      const first = p50(s.name), replay = p50(`${wrapped} replay`);
+      console.log(
+        `  ${wrapped.padEnd(26)} first adds ${(first - bare).toFixed(3)} ms (x${
+          (first / bare).toFixed(2)
+        } of bare);` +
+          ` replay x${(replay / bare).toFixed(2)} of bare`,
+      );
+    }
+  }
+  const added = p50("process-document+postgres first") - p50("process-document bare");
+  const replayRatio = p50("process-document+postgres replay") / p50("process-document bare");
+  console.log(
+    `\ndesign goals (process-document, Postgres store): first request adds < 1 ms at p50: ` +
+      `${added < 1 ? "met" : "NOT met"} (${added.toFixed(3)} ms); replay faster than bare: ` +
+      `${replayRatio < 1 ? "met" : "NOT met"} (x${replayRatio.toFixed(2)})`,
+  );
+}
+
+async function main() {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { requests: { type: "string", default: "400" } },
+  });
+  const requests = Number(values.requests);
+  if (!Number.isInteger(requests) || requests < 10) {
+    throw new Error("--requests must be a whole number >= 10");
+  }
+
+  const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
+  const [user] = await sql<{ id: string }[]>`
+    insert into auth.users (email) values (${`bench-${crypto.randomUUID()}@bench.local`}) returning id`;
+  const token = await signJwt({ sub: user.id, role: "authenticated" });
+  const server = await startServer();
+  try {
+    const list = scenarios(`http://127.0.0.1:${server.port}`, token, crypto.randomUUID().slice(0, 8));
+    console.log(
+      `${requests} requests per scenario after ${WARMUP} warm-up, one at a time, scenarios interleaved;\n` +
+        `server: the gateway's handler in its own process (scripts/bench/serve.ts)\n`,
+    );
+    await measure(list, requests);
+    report(list);
+  } finally {
+    server.process.kill("SIGTERM");
+    await server.process.status;
+    // the user's documents and idempotency keys go with it (on delete cascade)
+    await sql`delete from auth.users where id = ${user.id}`;
+    await sql.end();
+  }
+}
+
+/** Starts scripts/bench/serve.ts and waits for the port it listens on. */
+async function startServer(): Promise<{ process: Deno.ChildProcess; port: number }> {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--quiet", new URL("bench/serve.ts", import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!/listening (\d+)/.test(seen)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the benchmark server exited before listening");
+    seen += value;
+  }
+  reader.releaseLock();
+  return { process, port: Number(/listening (\d+)/.exec(seen)![1]) };
+}
+
+if (import.meta.main) await main();
