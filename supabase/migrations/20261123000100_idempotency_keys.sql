@@ -141,7 +141,6 @@ begin
       using errcode = '22023';
   end if;
 
-  -- A row removed by cleanup between the insert and the lock is simply claimed again on the next pass.
   loop
     insert into public.idempotency_keys as k (
       idempotency_key, user_id, function_name, request_fingerprint, status,
@@ -153,12 +152,7 @@ begin
     )
     on conflict on constraint idempotency_keys_key_user_unique do nothing
     returning k.* into v_row;
-
-    if found then
-      return query select 'started'::text, v_row.id, v_token, null::integer, null::bytea, null::text,
-        null::jsonb, null::integer, v_row.attempt_count, v_row.replay_count, v_row.expires_at;
-      return;
-    end if;
+    exit when found;
 
     -- The common duplicate, a retry of completed work, is answered by this one statement. clock_timestamp()
     -- is read after any wait for the row lock, so expiry is judged at the moment the row is ours.
@@ -179,20 +173,32 @@ begin
     from public.idempotency_keys k
     where k.idempotency_key = p_key and k.user_id is not distinct from p_user_id
     for update;
+    -- removed by cleanup since the insert: claim it again
+    continue when not found;
 
-    exit when found;
-  end loop;
+    -- Read the clock again now that the row is locked: the insert and the lock may have waited for other
+    -- callers, and a clock read before that wait would make a live lease look longer than it is (retry_after
+    -- above the lock timeout), keep an ended lease from being taken over, and shorten a taken-over lease.
+    v_now := clock_timestamp();
+    v_expired := v_row.expires_at <= v_now
+      and not (v_row.status = 'processing' and v_row.locked_until > v_now);
 
-  -- Read the clock again now that the row is locked: the insert and the lock may have waited for other
-  -- callers, and a clock read before that wait would make a live lease look longer than it is (retry_after
-  -- above the lock timeout), keep an ended lease from being taken over, and shorten a taken-over lease.
-  v_now := clock_timestamp();
-  v_expired := v_row.expires_at <= v_now
-    and not (v_row.status = 'processing' and v_row.locked_until > v_now);
+    -- completed since the replay update looked: go round, and that update counts the replay
+    continue when not v_expired and v_row.status = 'completed' and v_row.request_fingerprint = p_fingerprint;
 
-  if v_expired
-     or (v_row.request_fingerprint = p_fingerprint
-         and (v_row.status = 'failed' or (v_row.status = 'processing' and v_row.locked_until <= v_now))) then
+    if not v_expired and v_row.request_fingerprint <> p_fingerprint then
+      return query select 'mismatch'::text, v_row.id, null::uuid, null::integer, null::bytea, null::text,
+        null::jsonb, null::integer, v_row.attempt_count, v_row.replay_count, v_row.expires_at;
+      return;
+    end if;
+
+    if not v_expired and v_row.status = 'processing' and v_row.locked_until > v_now then
+      return query select 'in_progress'::text, v_row.id, null::uuid, null::integer, null::bytea, null::text,
+        null::jsonb, greatest(1, ceil(extract(epoch from v_row.locked_until - v_now)))::integer,
+        v_row.attempt_count, v_row.replay_count, v_row.expires_at;
+      return;
+    end if;
+
     -- Take over: an expired key starts afresh; a failed or abandoned one is attempted again.
     update public.idempotency_keys k set
       function_name = p_function_name,
@@ -215,34 +221,11 @@ begin
         then v_now + make_interval(secs => p_ttl_seconds) else k.expires_at end
     where k.id = v_row.id
     returning k.* into v_row;
+    exit;
+  end loop;
 
-    return query select 'started'::text, v_row.id, v_token, null::integer, null::bytea, null::text,
-      null::jsonb, null::integer, v_row.attempt_count, v_row.replay_count, v_row.expires_at;
-    return;
-  end if;
-
-  if v_row.request_fingerprint <> p_fingerprint then
-    return query select 'mismatch'::text, v_row.id, null::uuid, null::integer, null::bytea, null::text,
-      null::jsonb, null::integer, v_row.attempt_count, v_row.replay_count, v_row.expires_at;
-    return;
-  end if;
-
-  if v_row.status = 'completed' then
-    update public.idempotency_keys k
-    set replay_count = k.replay_count + 1, last_replayed_at = v_now
-    where k.id = v_row.id
-    returning k.* into v_row;
-
-    return query select 'replay'::text, v_row.id, null::uuid, v_row.status_code, v_row.response,
-      v_row.response_encoding, v_row.response_headers, null::integer, v_row.attempt_count,
-      v_row.replay_count, v_row.expires_at;
-    return;
-  end if;
-
-  -- processing under a live lease
-  return query select 'in_progress'::text, v_row.id, null::uuid, null::integer, null::bytea, null::text,
-    null::jsonb, greatest(1, ceil(extract(epoch from v_row.locked_until - v_now)))::integer,
-    v_row.attempt_count, v_row.replay_count, v_row.expires_at;
+  return query select 'started'::text, v_row.id, v_token, null::integer, null::bytea, null::text,
+    null::jsonb, null::integer, v_row.attempt_count, v_row.replay_count, v_row.expires_at;
 end;
 $$;
 
