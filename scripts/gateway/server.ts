@@ -4,7 +4,8 @@
  */
 
 import { PREFLIGHT_HEADERS, withCors } from "./cors.ts";
-import { bearerToken, JwtError, type JwtVerifier } from "./jwt.ts";
+import { JwtError, type JwtVerifier } from "./jwt.ts";
+import { bearerToken } from "../../supabase/functions/_shared/idempotency.ts";
 
 /** A function as deployed: its exported handler and whether its callers need a valid JWT. */
 export interface DeployedFunction {
@@ -78,7 +79,7 @@ export function createGatewayHandler(
     }
     if (req.method === "OPTIONS") return new Response(null, { status: 204, headers: PREFLIGHT_HEADERS });
     if (fn.verifyJwt) {
-      const token = bearerToken(req.headers.get("authorization"));
+      const token = bearerToken(req);
       if (token === null) {
         return gatewayError(401, "MISSING_AUTHORIZATION", "send Authorization: Bearer <JWT>");
       }

@@ -4,6 +4,8 @@
  *
  * Cases wait in real time only in one test (lease and TTL expiry, about 1.1 s), unless the store under test
  * has a clock the suite can move.
+ *
+ * A store's own test file may also use {@link claimMaker} and {@link started} for its store-specific cases.
  */
 
 import assert from "node:assert/strict";
@@ -326,6 +328,30 @@ async function concurrentBegins({ store, users, newKey }: CaseContext): Promise<
   }
 }
 
+/** What a store test file's claims share; see {@link claimMaker}. */
+export interface ClaimDefaults {
+  /** Starts every key, before a random UUID. */
+  keyPrefix: string;
+  functionName: string;
+  fingerprint: string;
+}
+
+/**
+ * `claim(overrides)` for a store's own test file: a fresh key that starts with `keyPrefix`, no user, a
+ * one-minute TTL and a live 30 s lease, with the file's function name and fingerprint, unless overridden.
+ */
+export function claimMaker(defaults: ClaimDefaults): (overrides?: Partial<BeginInput>) => BeginInput {
+  return (overrides = {}) => ({
+    key: `${defaults.keyPrefix}${crypto.randomUUID()}`,
+    userId: null,
+    functionName: defaults.functionName,
+    fingerprint: defaults.fingerprint,
+    ttlSeconds: 60,
+    lockTimeoutSeconds: 30,
+    ...overrides,
+  });
+}
+
 /** A claim with test defaults: a live 30 s lease, a one-minute TTL, a fresh fingerprint, no user. */
 function input(key: string, overrides: Partial<BeginInput> = {}): BeginInput {
   return {
@@ -354,8 +380,8 @@ function utf8(text: string): Uint8Array {
   return new TextEncoder().encode(text);
 }
 
-/** Narrows to `started`, failing with the outcome that came instead. */
-function started(result: BeginResult): Extract<BeginResult, { outcome: "started" }> {
+/** Narrows to `started` (the lease of a new attempt), failing with the outcome that came instead. */
+export function started(result: BeginResult): Extract<BeginResult, { outcome: "started" }> {
   assert.equal(result.outcome, "started", `expected started, got ${JSON.stringify(result)}`);
   return result as Extract<BeginResult, { outcome: "started" }>;
 }

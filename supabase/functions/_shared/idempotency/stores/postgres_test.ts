@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { runStoreContract } from "./contract_suite.ts";
+import { claimMaker, runStoreContract, started } from "./contract_suite.ts";
 import { PostgresStore } from "./postgres.ts";
-import type { BeginInput, BeginResult } from "../store.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
 
@@ -40,22 +39,11 @@ runStoreContract(
   },
 );
 
-function claim(overrides: Partial<BeginInput> = {}): BeginInput {
-  return {
-    key: `pg-test-${crypto.randomUUID()}`,
-    userId: null,
-    functionName: "postgres-test",
-    fingerprint: "c".repeat(64),
-    ttlSeconds: 60,
-    lockTimeoutSeconds: 30,
-    ...overrides,
-  };
-}
-
-function leaseOf(result: BeginResult): { recordId: string; leaseToken: string } {
-  assert.equal(result.outcome, "started", JSON.stringify(result));
-  return result as Extract<BeginResult, { outcome: "started" }>;
-}
+const claim = claimMaker({
+  keyPrefix: "pg-test-",
+  functionName: "postgres-test",
+  fingerprint: "c".repeat(64),
+});
 
 Deno.test("postgres store: cleanup deletes expired rows in batches, returns the count, keeps live rows", async () => {
   const sql = adminClient();
@@ -72,7 +60,7 @@ Deno.test("postgres store: cleanup deletes expired rows in batches, returns the 
       from generate_series(1, 3)
       returning id`;
     const live = claim({ userId: user });
-    leaseOf(await store.begin(live));
+    started(await store.begin(live));
 
     // Other suites may leave expired rows too, so the count is at least ours; batches of 2 need two passes.
     const deleted = await store.cleanup({ batchSize: 2 });
@@ -109,9 +97,9 @@ Deno.test("postgres store: prepare:false (Supavisor transaction mode) round-trip
   const store = new PostgresStore({ url: DB_URL, prepare: false, max: 2 });
   const input = claim();
   try {
-    const first = leaseOf(await store.begin(input));
+    const first = started(await store.begin(input));
     assert.equal(await store.fail(first, { message: "x".repeat(5000), status: 502 }), true);
-    const lease = leaseOf(await store.begin(input));
+    const lease = started(await store.begin(input));
     assert.equal(await store.extendLease(lease, 60), true);
     const body = Uint8Array.from([0, 255, 92, 120, 39, 0]); // NUL, backslash, "x" and a quote: escaping traps
     const headers = { "content-type": "application/json", "x-quote": `a"b\\c` };
@@ -133,7 +121,7 @@ Deno.test("postgres store: a client passed in is used and left open by close()",
   const store = new PostgresStore({ sql });
   try {
     const input = claim();
-    leaseOf(await store.begin(input));
+    started(await store.begin(input));
     await store.close();
     const [row] = await sql`select status from public.idempotency_keys where idempotency_key = ${input.key}`;
     assert.equal(row.status, "processing");

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createClient } from "redis";
-import { runStoreContract } from "./contract_suite.ts";
+import { claimMaker, runStoreContract, started } from "./contract_suite.ts";
 import { type RedisScriptClient, type RedisScriptOptions, RedisStore } from "./redis.ts";
-import type { BeginInput, BeginResult } from "../store.ts";
 
 const REDIS_URL = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:54380";
 /** Every key this run writes starts with it, so cleanup touches nothing else on a shared Redis. */
@@ -37,22 +36,11 @@ runStoreContract(
   },
 );
 
-function claim(overrides: Partial<BeginInput> = {}): BeginInput {
-  return {
-    key: `redis-test-${crypto.randomUUID()}`,
-    userId: null,
-    functionName: "redis-test",
-    fingerprint: "f".repeat(64),
-    ttlSeconds: 60,
-    lockTimeoutSeconds: 30,
-    ...overrides,
-  };
-}
-
-function leaseOf(result: BeginResult): { recordId: string; leaseToken: string } {
-  assert.equal(result.outcome, "started", JSON.stringify(result));
-  return result as Extract<BeginResult, { outcome: "started" }>;
-}
+const claim = claimMaker({
+  keyPrefix: "redis-test-",
+  functionName: "redis-test",
+  fingerprint: "f".repeat(64),
+});
 
 Deno.test("redis store: a record is one hash that Redis itself expires at its TTL", async () => {
   const store = new RedisStore({ url: REDIS_URL, prefix: PREFIX });
@@ -60,9 +48,9 @@ Deno.test("redis store: a record is one hash that Redis itself expires at its TT
   try {
     const user = crypto.randomUUID();
     const input = claim({ userId: user, ttlSeconds: 120 });
-    const lease = leaseOf(await store.begin(input));
+    const lease = started(await store.begin(input));
     assert.equal(lease.recordId, `${PREFIX}${user}:${input.key}`);
-    assert.equal(leaseOf(await store.begin(claim({ key: "anon-key" }))).recordId, `${PREFIX}_:anon-key`);
+    assert.equal(started(await store.begin(claim({ key: "anon-key" }))).recordId, `${PREFIX}_:anon-key`);
 
     const body = Uint8Array.from([0, 13, 10, 255, 128]);
     const response = { status: 200, headers: { etag: '"v1"' }, body, encoding: "identity" as const };
@@ -146,7 +134,7 @@ Deno.test("redis store: a client passed in is used, NOSCRIPT falls back to EVAL,
     const probe = new ProbeClient(admin, "noscript-once");
     const store = new RedisStore({ client: probe, prefix: PREFIX });
     const input = claim();
-    const lease = leaseOf(await store.begin(input));
+    const lease = started(await store.begin(input));
     assert.deepEqual(probe.calls, ["evalSha", "eval"]);
     assert.equal((await store.begin(input)).outcome, "in_progress");
     assert.deepEqual(probe.calls, ["evalSha", "eval", "evalSha"]);
