@@ -85,9 +85,14 @@ create index if not exists idempotency_keys_failed_idx
 
 alter table public.idempotency_keys enable row level security;
 
--- Supabase grants every new public table to anon and authenticated; take that back, then grant only reads.
+-- Supabase grants every new public table to anon and authenticated; take that back. Users may read the
+-- state of their own keys (RLS picks the rows), not what only the function should see: stored bodies and
+-- headers, error details (a thrown error's message is hidden from the client too), fingerprints, lease tokens.
 revoke all on table public.idempotency_keys from public, anon, authenticated;
-grant select on table public.idempotency_keys to authenticated;
+grant select (
+  id, idempotency_key, user_id, function_name, status, status_code, attempt_count, replay_count,
+  last_replayed_at, created_at, started_at, completed_at, expires_at, locked_until
+) on table public.idempotency_keys to authenticated;
 grant all on table public.idempotency_keys to service_role;
 
 drop policy if exists "Users read their own idempotency keys" on public.idempotency_keys;
@@ -416,7 +421,9 @@ select
   coalesce(sum(k.replay_count), 0) as replays,
   count(*) filter (where k.status = 'processing' and k.locked_until > now()) as in_flight,
   count(*) filter (where k.status = 'processing' and k.locked_until <= now()) as stuck,
-  count(*) filter (where k.expires_at <= now()) as expired_pending_cleanup,
+  -- what cleanup_expired_idempotency_keys would delete now
+  count(*) filter (where k.expires_at < now() and not (k.status = 'processing' and k.locked_until > now()))
+    as expired_pending_cleanup,
   round((percentile_cont(0.5) within group (order by extract(epoch from k.completed_at - k.started_at) * 1000)
     filter (where k.status = 'completed'))::numeric, 3) as median_processing_ms,
   round((percentile_cont(0.95) within group (order by extract(epoch from k.completed_at - k.started_at) * 1000)

@@ -2,7 +2,7 @@
 -- max_batches batches, and returns how many went.
 begin;
 set local search_path = public, extensions;
-select plan(17);
+select plan(19);
 
 -- Counts below are of the whole table: start from an empty one (rolled back at the end).
 delete from public.idempotency_keys;
@@ -37,6 +37,8 @@ from generate_series(1, 5) i;
 
 select is((select count(*) from public.idempotency_keys), 30::bigint,
   '25 expired and 5 live rows to start with');
+select is((select expired_pending_cleanup from public.v_idempotency_stats where function_name = '*'), 25::bigint,
+  'the stats view counts the 25 rows cleanup would delete');
 select is(public.cleanup_expired_idempotency_keys(10), 25::bigint,
   'batches of 10 delete all 25 expired rows (10 + 10 + 5) and say so');
 select results_eq(
@@ -74,6 +76,8 @@ update public.idempotency_keys set created_at = now() - interval '2 hours', expi
 where idempotency_key = 'pgtap-live-2';
 select is(public.cleanup_expired_idempotency_keys(), 0::bigint,
   'an expired row under a live lease is not deleted: its worker is still running');
+select is((select expired_pending_cleanup from public.v_idempotency_stats where function_name = '*'), 0::bigint,
+  'nor does the stats view count it as pending cleanup');
 
 -- bad batch sizes
 select throws_ok($$select public.cleanup_expired_idempotency_keys(0)$$, '22023',

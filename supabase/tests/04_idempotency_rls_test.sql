@@ -3,7 +3,7 @@
 -- service_role). Roles are switched with set local role plus request.jwt.claims, as PostgREST does.
 begin;
 set local search_path = public, extensions;
-select plan(76);
+select plan(100);
 
 -- ---------------------------------------------------------------------------------------------------------
 -- grants
@@ -46,8 +46,17 @@ order by f.fn::text;
 
 select table_privs_are('public', 'idempotency_keys', 'anon', array[]::text[],
   'anon has no privilege on the table');
-select table_privs_are('public', 'idempotency_keys', 'authenticated', array['SELECT'],
-  'authenticated may only select from the table (RLS picks the rows)');
+select table_privs_are('public', 'idempotency_keys', 'authenticated', array[]::text[],
+  'authenticated has no table-wide privilege: only the columns below');
+select column_privs_are('public', 'idempotency_keys', c, 'authenticated', array['SELECT'],
+  format('authenticated may read %s of its own rows', c))
+from unnest(array['id', 'idempotency_key', 'user_id', 'function_name', 'status', 'status_code',
+  'attempt_count', 'replay_count', 'last_replayed_at', 'created_at', 'started_at', 'completed_at',
+  'expires_at', 'locked_until']) c;
+select column_privs_are('public', 'idempotency_keys', c, 'authenticated', array[]::text[],
+  format('authenticated may not read %s, not even of its own rows', c))
+from unnest(array['response', 'response_encoding', 'response_headers', 'error_message',
+  'request_fingerprint', 'lease_token', 'metadata']) c;
 select table_privs_are('public', 'idempotency_keys', 'service_role',
   array['DELETE', 'INSERT', 'REFERENCES', 'SELECT', 'TRIGGER', 'TRUNCATE', 'UPDATE'],
   'service_role has every privilege on the table');
@@ -114,6 +123,12 @@ select throws_ok(
     locked_until, expires_at) values ('pgtap-rls-anon', 'x', repeat('4', 64), gen_random_uuid(),
     now() + interval '1 minute', now() + interval '1 day')$$,
   '42501', 'permission denied for table idempotency_keys', 'anon cannot insert');
+select throws_ok($$select response from public.idempotency_keys$$, '42501',
+  'permission denied for table idempotency_keys', 'A cannot read the stored bodies, even their own');
+select throws_ok($$select error_message from public.idempotency_keys$$, '42501',
+  'permission denied for table idempotency_keys', 'A cannot read error details, even their own');
+select throws_ok($$select lease_token from public.idempotency_keys$$, '42501',
+  'permission denied for table idempotency_keys', 'A cannot read lease tokens, even their own');
 select throws_ok($$update public.idempotency_keys set replay_count = 99$$, '42501',
   'permission denied for table idempotency_keys', 'anon cannot update');
 select throws_ok($$delete from public.idempotency_keys$$, '42501',

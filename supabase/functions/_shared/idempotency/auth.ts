@@ -32,7 +32,9 @@ export interface JwtUserResolverOptions {
 
 /**
  * Who is calling. `service` is the project's own backend: a verified `service_role` key, which has no
- * `sub`. Its calls share one scope per key, which is safe because that key can read every row anyway.
+ * `sub`. Its calls share the scope of calls without a user; the caller kind is part of the request
+ * fingerprint, so with `anonymous: "shared"` an anonymous call reusing a service call's key gets 422, never
+ * the service's stored response.
  * `anonymous` is everyone else without a user (no token, or the public anon key).
  */
 export type Caller = { kind: "user"; userId: string } | { kind: "service" } | { kind: "anonymous" };

@@ -8,7 +8,10 @@ export const ErrorCodes = {
   INVALID_KEY: { status: 400 },
   /** `required: true` and no key was sent. */
   KEY_REQUIRED: { status: 400 },
-  /** A key was sent on a call without a user, and `anonymous` is `"reject"`. */
+  /**
+   * The bearer token is malformed, badly signed or expired; or a key was sent on a call without a user and
+   * without the service_role key while `anonymous` is `"reject"`.
+   */
   AUTH_REQUIRED: { status: 401 },
   /** A request with this key is still running. */
   REQUEST_IN_PROGRESS: { status: 409 },
@@ -16,9 +19,10 @@ export const ErrorCodes = {
   KEY_REUSED_WITH_DIFFERENT_REQUEST: { status: 422 },
   /** The store could not be reached and `onStoreError` is `"fail-closed"`. */
   STORE_UNAVAILABLE: { status: 503 },
-  /** The request body is not what the function accepts (used by the edge functions). */
-  INVALID_REQUEST: { status: 400 },
-  /** The handler threw; the key is released so a retry runs again. */
+  /**
+   * The handler threw, or the wrapper met an unexpected error. The message never carries the cause. When the
+   * request held a key, the key is released so a retry runs again.
+   */
   INTERNAL_ERROR: { status: 500 },
 } as const;
 

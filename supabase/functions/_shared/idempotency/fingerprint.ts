@@ -18,6 +18,11 @@ export interface FingerprintInput {
    * client that forgets or varies the header still matches its own retries.
    */
   contentType?: string | null;
+  /**
+   * Who asks, beyond the user id the key is scoped by: `service` and `anonymous` callers share the scope of
+   * calls without a user, and must never be served each other's stored responses. Default `""`.
+   */
+  caller?: string;
 }
 
 /** A JSON number kept as its source text: parsing to a double would merge e.g. 2^53 and 2^53 + 1. */
@@ -67,6 +72,7 @@ export function requestFingerprint(input: FingerprintInput): string {
     encoder.encode(FINGERPRINT_VERSION),
     encoder.encode(input.method.toUpperCase()),
     encoder.encode(input.path),
+    encoder.encode(input.caller ?? ""),
     encoder.encode(json === undefined ? "bytes" : "json"),
     json === undefined ? input.body : encoder.encode(canonicalJson(json)),
   ];

@@ -155,9 +155,8 @@ async function route(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): 
   if (caller.kind === "anonymous" && ctx.options.anonymous === "reject") {
     throw new IdempotencyError("AUTH_REQUIRED", "An idempotency key needs a signed-in user");
   }
-  const userId = caller.kind === "user" ? caller.userId : null;
   const read: ReadRequest = { req, body: new Uint8Array(await req.arrayBuffer()), info };
-  const claim = await claimKey(ctx, beginInput(ctx, read, key, userId));
+  const claim = await claimKey(ctx, beginInput(ctx, read, key, caller));
   return await settleClaim(ctx, claim, read);
 }
 
@@ -167,12 +166,14 @@ function pathWithQuery(url: string): string {
   return pathname + search;
 }
 
-function beginInput(ctx: Context, read: ReadRequest, key: string, userId: string | null): BeginInput {
+function beginInput(ctx: Context, read: ReadRequest, key: string, caller: Caller): BeginInput {
+  const userId = caller.kind === "user" ? caller.userId : null;
   const fingerprint = requestFingerprint({
     method: read.req.method,
     path: pathWithQuery(read.req.url),
     body: read.body,
     contentType: read.req.headers.get("content-type"),
+    caller: caller.kind,
   });
   const { functionName, ttlSeconds, lockTimeoutSeconds } = ctx.options;
   return { key, userId, functionName, fingerprint, ttlSeconds, lockTimeoutSeconds };

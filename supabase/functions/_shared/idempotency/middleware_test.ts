@@ -680,6 +680,28 @@ Deno.test("middleware: by default the service_role key shares the service scope;
   assert.equal(state.runs, 2);
 });
 
+Deno.test("middleware: with anonymous shared, an anonymous call never replays the service's response", async () => {
+  const secret = "middleware-secret-with-at-least-32-characters";
+  const { handler, state } = countingHandler((run) => Response.json({ secret: `service-result-${run}` }));
+  const wrapped = withIdempotency(handler, {
+    functionName: "test-fn",
+    store: new MemoryStore(),
+    jwtSecret: secret,
+    anonymous: "shared",
+    logger: recordingLogger().logger,
+  });
+  const as = async (claims: Record<string, unknown>) =>
+    await wrapped(
+      request({ user: null, headers: { authorization: `Bearer ${await signHs256(claims, secret)}` } }),
+    );
+  assert.equal((await as({ role: "service_role" })).status, 200);
+  const anon = await as({ role: "anon" });
+  assert.equal(anon.status, 422);
+  const body = await anon.text();
+  assert.ok(!body.includes("service-result"), body);
+  assert.equal(state.runs, 1);
+});
+
 Deno.test("middleware: the query string is part of the fingerprint", async () => {
   const { handler, state } = countingHandler();
   const { wrapped } = wrap(handler, new MemoryStore());

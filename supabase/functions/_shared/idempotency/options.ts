@@ -39,7 +39,8 @@ export interface IdempotencyOptions {
   waitTimeoutMs?: number;
   /**
    * Store 4xx responses too (replayed like 2xx), except the transient 408, 409, 425 and 429. Default `false`:
-   * a 4xx releases the key so a corrected retry with the same key runs.
+   * a 4xx releases the key, so the same request sent again runs again (a changed request under the same key
+   * is still refused with 422: the key stays bound to its first request until it expires).
    */
   storeClientErrors?: boolean;
   /**
@@ -65,7 +66,11 @@ export interface IdempotencyOptions {
   renewLease?: boolean;
   /** CORS headers on every response, and OPTIONS answered 204 without running the handler. Default `true`. */
   cors?: boolean;
-  /** Finds the user a key is scoped to. Default: the verified JWT `sub` (see auth.ts). */
+  /**
+   * Finds the user a key is scoped to; `null` makes the call anonymous. Default: the verified JWT `sub`, with
+   * the service_role key as the service (see auth.ts). With the Postgres store the id must be the uuid of a
+   * row in `auth.users` (a foreign key): anything else makes the store call fail.
+   */
   getUserId?: GetUserId;
   /** The HS256 secret for the default `getUserId`. Default: `SUPABASE_JWT_SECRET` from the environment. */
   jwtSecret?: string;
