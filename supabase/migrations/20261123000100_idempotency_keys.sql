@@ -261,6 +261,9 @@ begin
     response_headers = coalesce(p_response_headers, '{}'::jsonb),
     error_message = null,
     completed_at = clock_timestamp(),
+    -- kept at least its TTL (expires_at - created_at) from now: work that outlasted the TTL is not run
+    -- again by the next retry
+    expires_at = greatest(k.expires_at, clock_timestamp() + (k.expires_at - k.created_at)),
     locked_until = null,
     lease_token = null
   where k.id = p_record_id and k.lease_token = p_lease_token and k.status = 'processing';

@@ -3,7 +3,7 @@
 -- Runs as postgres; what each role may call is in 04_idempotency_rls_test.sql.
 begin;
 set local search_path = public, extensions;
-select plan(84);
+select plan(88);
 
 -- Each call's result row is kept under a label, so that later assertions can name it. (with no data: the
 -- table takes the function's result columns without calling it)
@@ -349,6 +349,20 @@ update public.idempotency_keys set locked_until = now() - interval '1 second'
 where idempotency_key = 'pgtap-begin-h';
 select is(pg_temp.claim('h3', 'pgtap-begin-h', repeat('1', 64)), 'started',
   'once the lease has run out too, the expired key starts afresh');
+
+-- ---------------------------------------------------------------------------------------------------------
+-- work that outlasted its TTL: the stored response is kept a full TTL from completion
+-- ---------------------------------------------------------------------------------------------------------
+select is(pg_temp.claim('i1', 'pgtap-begin-i', repeat('1', 64)), 'started', 'key i is started');
+update public.idempotency_keys set created_at = now() - interval '3 hours', started_at = now() - interval '3 hours',
+  expires_at = now() - interval '1 hour'
+where idempotency_key = 'pgtap-begin-i';
+select ok(pg_temp.complete('i1', 201, 'late'::bytea), 'the worker completes past the TTL of 2 hours');
+select ok((select expires_at between now() + interval '119 minutes' and now() + interval '121 minutes'
+  from public.idempotency_keys where idempotency_key = 'pgtap-begin-i'),
+  'and its response is kept 2 hours from completion, not expired at once');
+select is(pg_temp.claim('i2', 'pgtap-begin-i', repeat('1', 64)), 'replay',
+  'so the retry that follows replays it instead of running the work again');
 
 select * from finish();
 rollback;

@@ -1,6 +1,9 @@
 /**
  * Direct calls on a store, for code that manages keys itself (a queue worker, a status endpoint, a cron
  * job) instead of wrapping a handler with `withIdempotency`. Each uses the default store when none is given.
+ *
+ * Every call reports a failure as a rejected promise, never a synchronous throw: that includes a default
+ * store that cannot be opened (no `store` given and `SUPABASE_DB_URL` unset).
  */
 
 import { type StoreResponseOptions, toStoredResponse } from "./codec.ts";
@@ -25,12 +28,12 @@ export interface StoreOption {
 
 /** The status of one key in one scope, or `null` when there is none. Read-only: nothing is claimed. */
 export function checkIdempotency(scope: KeyScope, options: StoreOption = {}): Promise<KeyStatus | null> {
-  return storeOf(options).status(scope);
+  return withStore(options, (store) => store.status(scope));
 }
 
 /** Claims a key: `started` (run the work, then store or fail it), `replay`, `in_progress` or `mismatch`. */
 export function createIdempotencyKey(input: BeginInput, options: StoreOption = {}): Promise<BeginResult> {
-  return storeOf(options).begin(input);
+  return withStore(options, (store) => store.begin(input));
 }
 
 /**
@@ -54,12 +57,12 @@ export function markIdempotencyFailed(
   options: StoreOption & { status?: number } = {},
 ): Promise<boolean> {
   const message = error instanceof Error ? error.message : String(error);
-  return storeOf(options).fail(lease, { message, status: options.status });
+  return withStore(options, (store) => store.fail(lease, { message, status: options.status }));
 }
 
 /** Deletes expired keys; returns how many. `batchSize` bounds each delete (Postgres default 10000). */
 export function cleanupExpiredKeys(options: StoreOption & { batchSize?: number } = {}): Promise<number> {
-  return storeOf(options).cleanup({ batchSize: options.batchSize });
+  return withStore(options, (store) => store.cleanup({ batchSize: options.batchSize }));
 }
 
 async function storedFromResponse(
@@ -75,4 +78,16 @@ async function storedFromResponse(
 
 function storeOf(options: StoreOption): IdempotencyStore {
   return options.store ?? defaultStore();
+}
+
+/**
+ * `call` on the store of `options`, with any synchronous throw (opening the default store, or a store
+ * method that throws before returning its promise) turned into a rejection.
+ */
+function withStore<T>(options: StoreOption, call: (store: IdempotencyStore) => Promise<T>): Promise<T> {
+  try {
+    return call(storeOf(options));
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }

@@ -7,6 +7,7 @@ import {
   markIdempotencyFailed,
   storeIdempotencyResult,
 } from "./api.ts";
+import { closeDefaultStore } from "./options.ts";
 import type { BeginInput, BeginResult, Lease } from "./store.ts";
 import { MemoryStore } from "./stores/memory.ts";
 
@@ -73,9 +74,36 @@ Deno.test("api: a failed claim runs again; a stale lease cannot store", async ()
 Deno.test("api: cleanupExpiredKeys deletes only expired keys", async () => {
   let now = Date.UTC(2026, 0, 1);
   const store = new MemoryStore({ now: () => now });
-  await createIdempotencyKey(input("short", { ttlSeconds: 1 }), { store });
-  await createIdempotencyKey(input("long", { ttlSeconds: 3600 }), { store });
+  // Short leases: a record whose worker still holds its lease is not deleted, even past its TTL.
+  await createIdempotencyKey(input("short", { ttlSeconds: 1, lockTimeoutSeconds: 1 }), { store });
+  await createIdempotencyKey(input("long", { ttlSeconds: 3600, lockTimeoutSeconds: 1 }), { store });
   now += 2000;
   assert.equal(await cleanupExpiredKeys({ store, batchSize: 100 }), 1);
   assert.ok(await checkIdempotency({ key: "long", userId: "user-1" }, { store }));
+});
+
+Deno.test("api: without a store and without SUPABASE_DB_URL every call rejects, none throws", async () => {
+  const saved = Deno.env.get("SUPABASE_DB_URL");
+  // A default store opened earlier would be reused; close it so each call has to open one.
+  await closeDefaultStore();
+  Deno.env.delete("SUPABASE_DB_URL");
+  try {
+    const lease: Lease = { recordId: crypto.randomUUID(), leaseToken: crypto.randomUUID() };
+    const calls: [string, () => Promise<unknown>][] = [
+      ["checkIdempotency", () => checkIdempotency({ key: "no-store", userId: null })],
+      ["createIdempotencyKey", () => createIdempotencyKey(input("no-store"))],
+      ["storeIdempotencyResult", () => storeIdempotencyResult(lease, new Response("x"))],
+      ["markIdempotencyFailed", () => markIdempotencyFailed(lease, new Error("x"))],
+      ["cleanupExpiredKeys", () => cleanupExpiredKeys()],
+    ];
+    for (const [name, call] of calls) {
+      let result: Promise<unknown> | undefined;
+      assert.doesNotThrow(() => void (result = call()), `${name} threw synchronously`);
+      assert.ok(result instanceof Promise, `${name} returned a promise`);
+      await assert.rejects(result, /SUPABASE_DB_URL/, `${name} rejected`);
+    }
+  } finally {
+    if (saved !== undefined) Deno.env.set("SUPABASE_DB_URL", saved);
+    await closeDefaultStore();
+  }
 });

@@ -2,8 +2,8 @@
  * The behaviour every {@link IdempotencyStore} must share, as `Deno.test` cases: a store test file calls
  * {@link runStoreContract} once with a factory for its store.
  *
- * Cases wait in real time only in one test (lease and TTL expiry, about 1.1 s), unless the store under test
- * has a clock the suite can move.
+ * Cases wait in real time only in two tests (lease and TTL expiry, and a TTL that ends under a live lease,
+ * about 1.1 s each), unless the store under test has a clock the suite can move.
  *
  * A store's own test file may also use {@link claimMaker} and {@link started} for its store-specific cases.
  */
@@ -64,6 +64,10 @@ export function runStoreContract(name: string, makeStore: MakeStore, helpers: Co
   test("fail releases the key: the retry starts attempt 2 with a new lease", failThenRetry);
   test("complete, fail and extendLease refuse a lease that is not the current one", refusesForeignLeases);
   test("lease and TTL expiry: takeover, stale token refused, extended lease kept", expiry);
+  test(
+    "expiry never pre-empts a live lease: in_progress past the TTL, and the worker still completes",
+    ttlUnderLiveLease,
+  );
   test("two users and the null scope hold one key independently", scopesAreIndependent);
   test("status shows the caller's own key, and null for unknown keys and other scopes", statusOfKeys);
   test("begin rejects a ttl or lock timeout below one second", rejectsBadDurations);
@@ -266,6 +270,55 @@ async function expiry({ store, newKey, wait }: CaseContext): Promise<void> {
   const afresh = started(await store.begin({ ...shortLived, fingerprint: fingerprint() }));
   assert.equal(afresh.attempt, 1);
   assert.equal((await store.status(shortLived))?.replayCount, 0);
+}
+
+/**
+ * A record counts as expired only when it is past its TTL and no worker holds a live lease on it: the TTL
+ * ends while the 30 s lease still runs, so a duplicate must wait rather than run the work a second time,
+ * and the worker still finishes its own attempt. Its response is then kept a full TTL from completion, so
+ * the retry that follows is a replay, not a second run of work that outlasted its TTL.
+ */
+async function ttlUnderLiveLease({ store, newKey, wait }: CaseContext): Promise<void> {
+  const claim = input(newKey(), { ttlSeconds: 1, lockTimeoutSeconds: 30 });
+  const lease = started(await store.begin(claim));
+
+  await wait(PAST_ONE_SECOND);
+
+  const duplicate = inProgress(await store.begin(claim));
+  assert.equal(duplicate.recordId, lease.recordId);
+  assert.ok(duplicate.retryAfterSeconds >= 1 && duplicate.retryAfterSeconds <= 30, "retry within the lease");
+  assert.equal(await store.complete(lease, textResponse("finished past its TTL")), true);
+
+  const retry = await store.begin(claim);
+  assert.equal(retry.outcome, "replay", JSON.stringify(retry));
+
+  // a full TTL after completion, the key is free again: the next request starts afresh, as attempt 1
+  await wait(PAST_ONE_SECOND);
+  const afresh = started(await store.begin(claim));
+  assert.equal(afresh.attempt, 1);
+  assert.notEqual(afresh.leaseToken, lease.leaseToken);
+}
+
+/**
+ * `store.begin` for the shared scope and for user ids a custom `getUserId` might return (any string, not
+ * only UUIDs): each gets a record of its own, and completing one is replayed only to its own scope. For
+ * stores that accept free-form user ids (not Postgres, whose `user_id` is a UUID).
+ */
+export async function freeFormUserIdsAreIndependent(store: IdempotencyStore, key: string): Promise<void> {
+  const userIds = [null, "_", ":", "_:", "a", "a:b", "a%3Ab", "s", "u", "u:a", "null", ""];
+  const claims = userIds.map((userId) => input(key, { userId }));
+  const leases: Extract<BeginResult, { outcome: "started" }>[] = [];
+  for (const claim of claims) leases.push(started(await store.begin(claim)));
+  assert.equal(new Set(leases.map((l) => l.recordId)).size, userIds.length, "one record per scope");
+  for (const [i, lease] of leases.entries()) {
+    assert.equal(await store.complete(lease, textResponse(`for ${JSON.stringify(userIds[i])}`)), true);
+  }
+  for (const [i, claim] of claims.entries()) {
+    const replay = replayed(await store.begin(claim));
+    assert.equal(replay.recordId, leases[i].recordId);
+    assert.deepEqual(replay.response.body, utf8(`for ${JSON.stringify(userIds[i])}`));
+    assert.equal(replay.replayCount, 1, `scope ${JSON.stringify(userIds[i])} was replayed once`);
+  }
 }
 
 async function scopesAreIndependent({ store, users, newKey }: CaseContext): Promise<void> {

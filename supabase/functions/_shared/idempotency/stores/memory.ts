@@ -22,7 +22,9 @@ export interface MemoryStoreOptions {
   now?: () => number;
   /**
    * The most records kept; default 10000. When full, a new key first evicts expired records, then the oldest
-   * ones, so memory stays bounded even if nobody calls `cleanup`.
+   * ones, so memory stays bounded even if nobody calls `cleanup`. A record under a live lease is never
+   * evicted (its worker is still running), so while more than `maxEntries` requests are in flight at once
+   * the store holds more records than this until their leases end.
    */
   maxEntries?: number;
 }
@@ -78,6 +80,8 @@ export class MemoryStore implements IdempotencyStore {
     const record = this.#leased(lease);
     if (!record) return Promise.resolve(false);
     record.status = "completed";
+    // a stored response is kept at least its TTL from now, as idempotency_complete does
+    record.expiresAt = Math.max(record.expiresAt, this.#now() + record.expiresAt - record.createdAt);
     record.response = copyResponse(response);
     record.statusCode = response.status;
     record.errorMessage = null;
@@ -137,7 +141,7 @@ export class MemoryStore implements IdempotencyStore {
     checkSeconds("ttlSeconds", input.ttlSeconds);
     checkSeconds("lockTimeoutSeconds", input.lockTimeoutSeconds);
     const record = this.#byScope.get(scopeId(input));
-    if (!record || record.expiresAt <= now) return this.#create(input, now, record);
+    if (!record || isExpired(record, now)) return this.#create(input, now, record);
     if (record.fingerprint === input.fingerprint && leaseIsFree(record, now)) {
       return this.#takeOver(record, input, now);
     }
@@ -207,20 +211,25 @@ export class MemoryStore implements IdempotencyStore {
     record.lockedUntil = null;
   }
 
-  /** Keeps the map below `maxEntries` before an insert: expired records go first, then the oldest. */
+  /**
+   * Keeps the map below `maxEntries` before an insert: expired records go first, then the oldest. A record
+   * under a live lease stays, expired or not: evicting it would let a duplicate run the work a second time.
+   */
   #makeRoom(now: number): void {
     if (this.#byScope.size < this.#maxEntries) return;
     this.#deleteExpired(now);
     for (const record of this.#byScope.values()) {
       if (this.#byScope.size < this.#maxEntries) return;
+      if (hasLiveLease(record, now)) continue;
       this.#delete(record);
     }
   }
 
+  /** Deletes the expired records, as `cleanup_expired_idempotency_keys` does: none under a live lease. */
   #deleteExpired(now: number): number {
     let deleted = 0;
     for (const record of this.#byScope.values()) {
-      if (record.expiresAt > now) continue;
+      if (!isExpired(record, now)) continue;
       this.#delete(record);
       deleted += 1;
     }
@@ -236,6 +245,19 @@ export class MemoryStore implements IdempotencyStore {
 /** A collision-free map key for (key, userId): JSON keeps `null` apart from the string "null". */
 function scopeId(scope: KeyScope): string {
   return JSON.stringify([scope.key, scope.userId]);
+}
+
+/** A worker still runs: the record is processing and its lease has not ended. */
+function hasLiveLease(record: MemoryRecord, now: number): boolean {
+  return record.status === "processing" && (record.lockedUntil ?? 0) > now;
+}
+
+/**
+ * Past its TTL and no longer leased, as in `idempotency_begin`: expiry never pre-empts a worker that still
+ * holds a live lease, so such a record stays in force (a duplicate is `in_progress`) until the lease ends.
+ */
+function isExpired(record: MemoryRecord, now: number): boolean {
+  return record.expiresAt <= now && !hasLiveLease(record, now);
 }
 
 /** A failed record, or a processing one whose lease ran out, may be claimed again. */

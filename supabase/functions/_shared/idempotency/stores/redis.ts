@@ -62,11 +62,19 @@ type OwnedClient = ReturnType<typeof createClient>;
 /** Longest error message kept, as in `idempotency_fail`. */
 const MAX_ERROR_MESSAGE = 2000;
 
-/** Shared by every script: the Redis clock in ms, and numbers written without exponent notation. */
+/**
+ * Shared by every script: the Redis clock in ms, numbers written without exponent notation, and the key's
+ * own expiry. Redis deletes the hash at its PEXPIREAT, so that must never come before the end of a live
+ * lease: while a worker runs, the key lives until max(expires_at, locked_until); once finished, until
+ * expires_at (at once, when that has passed).
+ */
 const PRELUDE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function ms(n) return string.format('%.0f', n) end
+local function expire_at(key, expires_at, locked_until)
+  redis.call('PEXPIREAT', key, ms(math.max(expires_at, locked_until or 0)))
+end
 `;
 
 /** The guard of complete, fail and extend: only the current lease token of a processing record counts. */
@@ -77,7 +85,8 @@ if current[1] ~= 'processing' or current[2] ~= ARGV[1] then return 0 end
 
 /**
  * KEYS[1] record; ARGV fingerprint, function name, ttl ms, lock ms, new lease token.
- * The same decisions, in the same order, as `idempotency_begin`.
+ * The same decisions, in the same order, as `idempotency_begin`: a record is expired only when it is past
+ * expires_at and no worker holds a live lease on it, so expiry never pre-empts running work.
  */
 const BEGIN = `${PRELUDE}
 local key = KEYS[1]
@@ -90,11 +99,12 @@ local function start(attempt, expires)
     'lease_token', token, 'locked_until', ms(now + lock_ms), 'attempt_count', attempt,
     'started_at', ms(now), 'expires_at', ms(expires))
   redis.call('HDEL', key, 'status_code', 'headers', 'body', 'encoding', 'error_message', 'completed_at')
-  redis.call('PEXPIREAT', key, ms(expires))
+  expire_at(key, expires, now + lock_ms)
   return {'started', token, attempt}
 end
 
-if not status or expires_at <= now then
+local live_lease = status == 'processing' and locked_until > now
+if not status or (expires_at <= now and not live_lease) then
   redis.call('DEL', key)
   redis.call('HSET', key, 'created_at', ms(now), 'replay_count', 0)
   return start(1, now + ttl_ms)
@@ -117,6 +127,11 @@ const COMPLETE = `${PRELUDE}${LEASE_GUARD}
 redis.call('HSET', KEYS[1], 'status', 'completed', 'status_code', ARGV[2], 'headers', ARGV[3],
   'body', ARGV[4], 'encoding', ARGV[5], 'completed_at', ms(now))
 redis.call('HDEL', KEYS[1], 'lease_token', 'locked_until', 'error_message')
+-- a stored response is kept at least its TTL (expires_at - created_at) from now, as idempotency_complete does
+local times = redis.call('HMGET', KEYS[1], 'expires_at', 'created_at')
+local expires_at = math.max(tonumber(times[1]), now + tonumber(times[1]) - tonumber(times[2]))
+redis.call('HSET', KEYS[1], 'expires_at', ms(expires_at))
+expire_at(KEYS[1], expires_at)
 return 1
 `;
 
@@ -129,12 +144,15 @@ else
   redis.call('HSET', KEYS[1], 'status_code', ARGV[3])
 end
 redis.call('HDEL', KEYS[1], 'lease_token', 'locked_until')
+expire_at(KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'expires_at')))
 return 1
 `;
 
 /** KEYS[1] record; ARGV lease token, lock ms. */
 const EXTEND = `${PRELUDE}${LEASE_GUARD}
-redis.call('HSET', KEYS[1], 'locked_until', ms(now + math.max(tonumber(ARGV[2]), 1000)))
+local locked_until = now + math.max(tonumber(ARGV[2]), 1000)
+redis.call('HSET', KEYS[1], 'locked_until', ms(locked_until))
+expire_at(KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'expires_at')), locked_until)
 return 1
 `;
 
@@ -150,8 +168,9 @@ const STATUS_FIELDS = [
 ];
 
 /**
- * An {@link IdempotencyStore} on Redis. A record is a hash at `prefix + (userId ?? "_") + ":" + key`, and that
- * key name is also its `recordId`, so `complete` finds the hash without a second index.
+ * An {@link IdempotencyStore} on Redis. A record is a hash at `prefix + "s:" + key` for the shared scope
+ * (`userId` null) and at `prefix + "u:" + escapedUserId + ":" + key` for a user, and that key name is also
+ * its `recordId`, so `complete` finds the hash without a second index. See {@link recordKey}.
  */
 export class RedisStore implements IdempotencyStore {
   /** Always `redis`. */
@@ -243,16 +262,23 @@ export class RedisStore implements IdempotencyStore {
     });
   }
 
-  /** One HMGET: Redis never returns a key past its PEXPIREAT, so no expiry check is needed here. */
+  /**
+   * One HMGET. A key outlives its expires_at while a worker holds a live lease on it; such a record reads
+   * as `null`, as on Postgres. That check uses this process's clock (a read-only call runs no script).
+   */
   status(scope: KeyScope): Promise<KeyStatus | null> {
     return this.#run("status", async () => {
       const client = await this.#ready();
       const values = await client.hmGet(this.#recordKey(scope), STATUS_FIELDS) as (string | null)[];
-      return toKeyStatus(scope.key, values);
+      const status = toKeyStatus(scope.key, values);
+      return status && status.expiresAt.getTime() > Date.now() ? status : null;
     });
   }
 
-  /** Always 0: every record carries PEXPIREAT at its expiry, so Redis deletes expired records itself. */
+  /**
+   * Always 0: every record carries PEXPIREAT at its expiry (or at the end of a live lease, if later), so
+   * Redis deletes expired records itself.
+   */
   cleanup(_options?: { batchSize?: number }): Promise<number> {
     return Promise.resolve(0);
   }
@@ -266,7 +292,7 @@ export class RedisStore implements IdempotencyStore {
   }
 
   #recordKey(scope: KeyScope): string {
-    return `${this.#prefix}${scope.userId ?? "_"}:${scope.key}`;
+    return recordKey(this.#prefix, scope);
   }
 
   /** A record id from another prefix (or none of ours) cannot hold our lease; skip the round trip. */
@@ -351,6 +377,16 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The Redis key of a scope's record. The scope tag keeps the shared scope (`s:`) apart from every user
+ * (`u:`), and escaping `%` and `:` in the user id leaves no `:` in it, so the first `:` after the id ends it
+ * whatever the id and the key hold: no two scopes share a key name.
+ */
+function recordKey(prefix: string, scope: KeyScope): string {
+  if (scope.userId === null) return `${prefix}s:${scope.key}`;
+  return `${prefix}u:${scope.userId.replaceAll("%", "%25").replaceAll(":", "%3A")}:${scope.key}`;
 }
 
 function script(source: string): Script {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createClient } from "redis";
-import { claimMaker, runStoreContract, started } from "./contract_suite.ts";
+import { claimMaker, freeFormUserIdsAreIndependent, runStoreContract, started } from "./contract_suite.ts";
 import { type RedisScriptClient, type RedisScriptOptions, RedisStore } from "./redis.ts";
 
 const REDIS_URL = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:54380";
@@ -49,8 +49,13 @@ Deno.test("redis store: a record is one hash that Redis itself expires at its TT
     const user = crypto.randomUUID();
     const input = claim({ userId: user, ttlSeconds: 120 });
     const lease = started(await store.begin(input));
-    assert.equal(lease.recordId, `${PREFIX}${user}:${input.key}`);
-    assert.equal(started(await store.begin(claim({ key: "anon-key" }))).recordId, `${PREFIX}_:anon-key`);
+    assert.equal(lease.recordId, `${PREFIX}u:${user}:${input.key}`);
+    assert.equal(started(await store.begin(claim({ key: "anon-key" }))).recordId, `${PREFIX}s:anon-key`);
+    assert.equal(
+      started(await store.begin(claim({ key: "odd-user", userId: "a:b%c" }))).recordId,
+      `${PREFIX}u:a%3Ab%25c:odd-user`,
+      "a user id's ':' and '%' are escaped",
+    );
 
     const body = Uint8Array.from([0, 13, 10, 255, 128]);
     const response = { status: 200, headers: { etag: '"v1"' }, body, encoding: "identity" as const };
@@ -60,7 +65,11 @@ Deno.test("redis store: a record is one hash that Redis itself expires at its TT
     assert.equal(record.fingerprint, input.fingerprint);
     assert.equal(record.lease_token, undefined, "the spent lease is removed");
     assert.equal(Buffer.from(record.body, "base64").toString("hex"), "000d0aff80");
-    assert.equal(Number(record.expires_at) - Number(record.created_at), 120_000);
+    assert.equal(
+      Number(record.expires_at) - Number(record.completed_at),
+      120_000,
+      "kept a TTL from completion",
+    );
 
     const ttl = await admin.pTTL(lease.recordId);
     assert.ok(ttl > 0 && ttl <= 120_000, `PTTL ${ttl}`);
@@ -69,6 +78,117 @@ Deno.test("redis store: a record is one hash that Redis itself expires at its TT
   } finally {
     await store.close();
     await admin.close();
+    await deleteRunKeys();
+  }
+});
+
+Deno.test("redis store: the key outlives its TTL while the lease is live, then is kept a TTL from completion", async () => {
+  const store = new RedisStore({ url: REDIS_URL, prefix: PREFIX });
+  const admin = await adminClient();
+  try {
+    const input = claim({ ttlSeconds: 1, lockTimeoutSeconds: 30 });
+    const lease = started(await store.begin(input));
+    const leased = await admin.hGetAll(lease.recordId);
+    assert.equal(
+      await admin.pExpireTime(lease.recordId),
+      Number(leased.locked_until),
+      "expires at the lease end",
+    );
+
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    assert.ok(Number(leased.expires_at) < Date.now(), "the TTL has passed");
+    assert.equal(await admin.exists(lease.recordId), 1, "the key is still there under the live lease");
+    assert.equal((await store.begin(input)).outcome, "in_progress");
+    assert.equal(await store.status(input), null, "past its TTL it reads as gone, as on Postgres");
+
+    // extendLease moves the key's expiry with the lease.
+    assert.equal(await store.extendLease(lease, 60), true);
+    const extended = Number(await admin.hGet(lease.recordId, "locked_until"));
+    assert.ok(extended > Number(leased.locked_until));
+    assert.equal(await admin.pExpireTime(lease.recordId), extended);
+
+    // Finished past its TTL: the response is kept a TTL from completion, so the retry replays it; then Redis
+    // drops the key and the next begin starts afresh.
+    const response = { status: 200, headers: {}, body: new Uint8Array([1]), encoding: "identity" as const };
+    assert.equal(await store.complete(lease, response), true);
+    const done = await admin.hGetAll(lease.recordId);
+    assert.equal(Number(done.expires_at) - Number(done.completed_at), 1000);
+    assert.equal(await admin.pExpireTime(lease.recordId), Number(done.expires_at));
+    assert.equal((await store.begin(input)).outcome, "replay");
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    assert.equal(await admin.exists(lease.recordId), 0);
+    assert.equal(started(await store.begin(input)).attempt, 1);
+  } finally {
+    await store.close();
+    await admin.close();
+    await deleteRunKeys();
+  }
+});
+
+Deno.test("redis store: PEXPIREAT is max(expires_at, locked_until) on begin, takeover and extend; expires_at when finished", async () => {
+  const store = new RedisStore({ url: REDIS_URL, prefix: PREFIX });
+  const admin = await adminClient();
+  const expiry = async (key: string) => {
+    const [expiresAt, lockedUntil] = await admin.hmGet(key, ["expires_at", "locked_until"]);
+    return {
+      expected: Math.max(Number(expiresAt), Number(lockedUntil ?? 0)),
+      actual: await admin.pExpireTime(key),
+    };
+  };
+  try {
+    // A lease longer than the TTL: the lease end decides.
+    const input = claim({ ttlSeconds: 5, lockTimeoutSeconds: 30 });
+    const first = started(await store.begin(input));
+    const { recordId } = first;
+    const [expiresAt] = await admin.hmGet(recordId, ["expires_at"]);
+    let e = await expiry(recordId);
+    assert.equal(e.actual, e.expected);
+    assert.ok(e.actual > Number(expiresAt));
+
+    assert.equal(await store.fail(first, { message: "boom", status: 500 }), true);
+    assert.equal(await admin.pExpireTime(recordId), Number(expiresAt), "failed: back to expires_at");
+
+    const retry = started(await store.begin(input));
+    assert.equal(retry.attempt, 2);
+    e = await expiry(recordId);
+    assert.equal(e.actual, e.expected, "takeover");
+    assert.ok(e.actual > Number(expiresAt));
+
+    // A TTL longer than the lease: expires_at decides, also after an extension that stays below it.
+    const long = started(await store.begin(claim({ ttlSeconds: 600, lockTimeoutSeconds: 30 })));
+    const [longExpiresAt] = await admin.hmGet(long.recordId, ["expires_at"]);
+    assert.equal(await admin.pExpireTime(long.recordId), Number(longExpiresAt));
+    assert.equal(await store.extendLease(long, 60), true);
+    assert.equal(await admin.pExpireTime(long.recordId), Number(longExpiresAt));
+    assert.equal(await store.extendLease(long, 900), true);
+    e = await expiry(long.recordId);
+    assert.equal(e.actual, e.expected, "an extension past the TTL");
+    assert.ok(e.actual > Number(longExpiresAt));
+    const response = { status: 200, headers: {}, body: new Uint8Array([1]), encoding: "identity" as const };
+    assert.equal(await store.complete(long, response), true);
+    const [completedAt, completedExpiresAt] = await admin.hmGet(long.recordId, [
+      "completed_at",
+      "expires_at",
+    ]);
+    assert.equal(
+      Number(completedExpiresAt),
+      Number(completedAt) + 600_000,
+      "completed: a TTL from completion",
+    );
+    assert.equal(await admin.pExpireTime(long.recordId), Number(completedExpiresAt), "completed: expires_at");
+  } finally {
+    await store.close();
+    await admin.close();
+    await deleteRunKeys();
+  }
+});
+
+Deno.test('redis store: a user id of "_" or with ":" shares no record with another scope', async () => {
+  const store = new RedisStore({ url: REDIS_URL, prefix: PREFIX });
+  try {
+    await freeFormUserIdsAreIndependent(store, `redis-scopes-${crypto.randomUUID()}`);
+  } finally {
+    await store.close();
     await deleteRunKeys();
   }
 });
