@@ -15,8 +15,7 @@ MIGRATION="supabase/migrations/${VERSION}_idempotency_keys.sql"
 LOG="$LOG_DIR/db-check.log"
 mkdir -p "$LOG_DIR"
 
-# -q and client_min_messages: the migration's and rollbacks' "does not exist, skipping" notices are expected
-psql_run() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$DB_URL" "$@"; }
+# one value, unaligned (psql_run, for scripts, is in lib/env.sh)
 psql_value() { psql -X -A -t -v ON_ERROR_STOP=1 "$DB_URL" -c "$1"; }
 
 # What the migration created, as one comparable line.

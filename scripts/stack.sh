@@ -24,8 +24,6 @@ pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 pg_running() { as_db_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
 
-# Re-runs are expected: the bootstrap's "already exists, skipping" notices say nothing worth reading.
-psql_super() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$DB_URL" "$@"; }
 
 sign_jwt() { # role -> HS256 JWT with the claims of Supabase's well-known local keys
   node -e '
@@ -73,7 +71,7 @@ start_db() {
 }
 
 migrate() {
-  psql_super -f "$ROOT/scripts/stack/bootstrap.sql" >/dev/null
+  psql_run -f "$ROOT/scripts/stack/bootstrap.sql" >/dev/null
   say "applying migrations with the Supabase CLI"
   (cd "$ROOT" && supabase migration up --remote="$DB_URL" --yes >"$LOG_DIR/migrate.log" 2>&1) || {
     cat "$LOG_DIR/migrate.log" >&2

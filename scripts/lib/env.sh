@@ -16,4 +16,7 @@ export PATH="$TOOLS_BIN:$PATH"
 export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 SUPABASE_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
 
 die() { echo "error: $*" >&2; exit 1; }
+# psql as the superuser, stopping at the first error. Re-runs are expected: their "already exists, skipping"
+# and "does not exist, skipping" notices say nothing worth reading.
+psql_run() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$DB_URL" "$@"; }
 say() { echo "==> $*"; }

@@ -4,6 +4,7 @@
  */
 
 import postgres from "postgres";
+import { preparedStatementsSupported } from "./idempotency.ts";
 
 /** A `npm:postgres` client (a pool; `sql.begin` runs one transaction on one connection). */
 export type Sql = postgres.Sql;
@@ -26,18 +27,6 @@ export interface SqlOptions {
   prepare?: boolean;
   /** Seconds to wait for a new connection before a query fails; default 5. */
   connectTimeoutSeconds?: number;
-}
-
-/** Supavisor's transaction-mode port: a prepared statement may be missing on the next server connection. */
-const TRANSACTION_POOLER_PORT = "6543";
-
-/** Whether named prepared statements are safe on `url` (anything but the transaction-mode pooler). */
-export function preparedStatementsSupported(url: string): boolean {
-  try {
-    return new URL(url).port !== TRANSACTION_POOLER_PORT;
-  } catch {
-    return true;
-  }
 }
 
 /** Opens a new pool; the caller owns it and ends it with `sql.end()`. */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { createSql, preparedStatementsSupported } from "./db.ts";
+import { createSql } from "./db.ts";
+import { preparedStatementsSupported } from "./idempotency.ts";
 
 Deno.test("prepared statements are off only on Supavisor's transaction-mode port 6543", () => {
   assert.equal(preparedStatementsSupported("postgresql://u:p@db.example.supabase.co:5432/postgres"), true);

@@ -84,7 +84,11 @@ export type {
   StoredResponse,
 } from "./idempotency/store.ts";
 export { MemoryStore, type MemoryStoreOptions } from "./idempotency/stores/memory.ts";
-export { PostgresStore, type PostgresStoreOptions } from "./idempotency/stores/postgres.ts";
+export {
+  PostgresStore,
+  type PostgresStoreOptions,
+  preparedStatementsSupported,
+} from "./idempotency/stores/postgres.ts";
 export {
   type RedisScriptClient,
   type RedisScriptOptions,

@@ -62,7 +62,7 @@ interface StatusRow {
   expires_at: Date;
 }
 
-/** Supavisor's transaction-mode port on Supabase. */
+/** Supavisor's transaction-mode port: a prepared statement may be missing on the next server connection. */
 const TRANSACTION_POOLER_PORT = "6543";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -87,7 +87,7 @@ export class PostgresStore implements IdempotencyStore {
     }
     this.#sql = postgres(url, {
       max: options.max ?? 10,
-      prepare: options.prepare ?? portOf(url) !== TRANSACTION_POOLER_PORT,
+      prepare: options.prepare ?? preparedStatementsSupported(url),
       connect_timeout: options.connectTimeoutSeconds ?? 5,
       onnotice: () => {},
       connection: { application_name: "idempotency-store" },
@@ -238,11 +238,11 @@ function isUuidLease(lease: Lease): boolean {
   return UUID.test(lease.recordId) && UUID.test(lease.leaseToken);
 }
 
-/** The port of a `postgres://` URL, or "" when it has none or does not parse. */
-function portOf(url: string): string {
+/** Whether named prepared statements are safe on `url` (anything but the transaction-mode pooler). */
+export function preparedStatementsSupported(url: string): boolean {
   try {
-    return new URL(url).port;
+    return new URL(url).port !== TRANSACTION_POOLER_PORT;
   } catch {
-    return "";
+    return true;
   }
 }
