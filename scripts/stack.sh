@@ -8,8 +8,6 @@
 #   scripts/stack.sh db-stop | db-start   stop or start PostgreSQL alone (the store-outage tests use them)
 set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
-REDIS_PORT="${REDIS_PORT:-54380}"
-REDIS_URL="redis://127.0.0.1:${REDIS_PORT}"
 GATEWAY_PID="$LOCAL_DIR/run/gateway.pid"
 REDIS_PID="$LOCAL_DIR/run/redis.pid"
 
