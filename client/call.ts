@@ -6,9 +6,7 @@
 
 import { isRetryableStatus, nextDelayMs, serverDelayMs } from "./policy.ts";
 import { generateIdempotencyKey } from "../supabase/functions/_shared/idempotency/key.ts";
-
-/** The header the toolkit marks replays with (`true`) and fresh runs with (`false`). */
-export const REPLAY_HEADER = "x-idempotency-replay";
+import { REPLAY_HEADER } from "../supabase/functions/_shared/idempotency/headers.ts";
 
 /** How many attempts, how long, and how to pause between them. */
 export interface RetryOptions {

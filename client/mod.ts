@@ -29,19 +29,11 @@ export {
   type InvokeIdempotentOptions,
   type InvokeMethod,
   readBody,
-  REPLAY_HEADER,
   type ResendableBody,
   type RetryOptions,
   type SendAttempt,
 } from "./call.ts";
-export {
-  backoffMs,
-  isRetryableStatus,
-  NEVER_RETRIED,
-  nextDelayMs,
-  RETRY_AFTER_MS_HEADER,
-  serverDelayMs,
-} from "./policy.ts";
+export { backoffMs, isRetryableStatus, NEVER_RETRIED, nextDelayMs, serverDelayMs } from "./policy.ts";
 export {
   generateIdempotencyKey,
   isValidIdempotencyKey,

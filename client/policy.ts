@@ -3,6 +3,8 @@
  * with the same key, and how long to wait before it.
  */
 
+import { RETRY_AFTER_MS_HEADER } from "../supabase/functions/_shared/idempotency/headers.ts";
+
 /**
  * Statuses never retried: the request itself is wrong (400, 413, 422) or the caller may not make it (401,
  * 403). Sending it again with the same key gets the same answer.
@@ -39,9 +41,6 @@ export function backoffMs(attempt: number, baseMs: number, maxMs: number, random
   const cap = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
   return Math.floor(random() * cap);
 }
-
-/** The toolkit's own, finer hint next to `Retry-After`: milliseconds until the first request should finish. */
-export const RETRY_AFTER_MS_HEADER = "x-idempotency-retry-after-ms";
 
 /**
  * How long the server asks the client to wait, in milliseconds, or `null` when it does not say: the

@@ -54,6 +54,7 @@ deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
 # outage it stops and starts itself, a 422), then from headless Chromium on another origin.
 deno_test "client helper: unit tests" client
 deno_test "client helper against the stack (stops and restarts PostgreSQL)" tests/client
+deno_test "client helper in headless Chromium, page on another origin" tests/browser
 
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop
