@@ -15,7 +15,8 @@ const DEFAULT_HINT_MS = 1000;
 export class HandlerTiming {
   readonly #samples: number[] = [];
   #next = 0;
-  readonly #running = new Map<string, { settled: Promise<void>; resolve: () => void }>();
+  /** Runs under way here; the promise is made only when a waiter asks for it (most runs have none). */
+  readonly #running = new Map<string, { settled?: Promise<void>; resolve?: () => void }>();
 
   /**
    * Marks the run of `recordId` as started; the returned function marks it finished, records its duration
@@ -23,19 +24,21 @@ export class HandlerTiming {
    */
   start(recordId: string): () => void {
     const startedAt = performance.now();
-    let resolve!: () => void;
-    const settled = new Promise<void>((r) => (resolve = r));
-    this.#running.set(recordId, { settled, resolve });
+    const run: { settled?: Promise<void>; resolve?: () => void } = {};
+    this.#running.set(recordId, run);
     return () => {
       this.#record(performance.now() - startedAt);
-      if (this.#running.get(recordId)?.settled === settled) this.#running.delete(recordId);
-      resolve();
+      if (this.#running.get(recordId) === run) this.#running.delete(recordId);
+      run.resolve?.();
     };
   }
 
   /** Settles when the run of `recordId` in this isolate finishes; `undefined` when none runs here. */
   settled(recordId: string): Promise<void> | undefined {
-    return this.#running.get(recordId)?.settled;
+    const run = this.#running.get(recordId);
+    if (run === undefined) return undefined;
+    run.settled ??= new Promise<void>((resolve) => (run.resolve = resolve));
+    return run.settled;
   }
 
   /**
