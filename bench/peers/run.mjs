@@ -267,21 +267,28 @@ try {
         `${f(r.replayP50)} (${plus(r.replayOverhead)}) | ${f(r.replayP99)} | ${r.replayStatuses} |`,
     );
   }
-  console.log("\nfirst-request overhead at p50, this toolkit against the fastest peer on each backend:");
+  console.log("\noverhead at p50, this toolkit against the fastest peer on each backend (from this run):");
   for (const backend of ["memory", "redis"]) {
     const ours = rows.find((r) => r.backend === backend && r.library.startsWith("this toolkit"));
     const peers = rows.filter((r) => r.backend === backend && !r.library.startsWith("this toolkit"));
-    const best = peers.reduce((a, b) => (b.firstOverhead < a.firstOverhead ? b : a));
-    console.log(
-      `  ${backend}: toolkit ${plus(ours.firstOverhead)} ms, fastest peer ${best.library} ${
-        plus(best.firstOverhead)
-      } ms` +
-        ` (toolkit/peer ${(ours.firstOverhead / best.firstOverhead).toFixed(2)})`,
-    );
+    for (const kind of ["first", "replay"]) {
+      const field = `${kind}Overhead`;
+      const best = peers.reduce((a, b) => (b[field] < a[field] ? b : a));
+      const gap = ours[field] - best[field];
+      const verdict = gap <= 0 ? "at or below it" : `${f(gap)} ms above it`;
+      console.log(
+        `  ${backend}, ${kind}: toolkit ${plus(ours[field])} ms; fastest peer ${best.library} ${
+          plus(best[field])
+        } ms; ${verdict}`,
+      );
+    }
   }
   if (values.json) {
     const { writeFileSync } = await import("node:fs");
-    writeFileSync(values.json, JSON.stringify({ checks, bare, bareP99, rows }, null, 2));
+    const { resolve } = await import("node:path");
+    // run.sh changes into bench/peers; a relative --json path is the caller's
+    const path = resolve(process.env.BENCH_CWD ?? process.cwd(), values.json);
+    writeFileSync(path, JSON.stringify({ checks, bare, bareP99, rows }, null, 2));
   }
 } finally {
   for (const { child } of Object.values(servers)) {

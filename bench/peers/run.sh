@@ -6,6 +6,7 @@
 # production durability (fsync, synchronous_commit, full_page_writes on) for the run, as it was before after.
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/lib/env.sh"
+export BENCH_CWD="$PWD"
 cd "$ROOT/bench/peers"
 "$ROOT/scripts/stack.sh" status >/dev/null || die "the stack is not running: scripts/stack.sh start (with your ports)"
 
