@@ -84,10 +84,7 @@ type Claim = BeginResult | { outcome: "store_error" };
 const TRANSIENT_CLIENT_ERRORS = new Set([408, 409, 425, 429]);
 /** `Retry-After` of a 503 `STORE_UNAVAILABLE`, in seconds. */
 const STORE_RETRY_AFTER_SECONDS = 1;
-/**
- * The first and the longest pause between polls of a `"wait"` duplicate whose first runs in another
- * isolate, in milliseconds; the pause also stays under a quarter of the expected run time.
- */
+/** The shortest and the longest pause between polls of a `"wait"` duplicate whose first runs elsewhere, in ms. */
 const FIRST_POLL_MS = 5;
 const MAX_POLL_MS = 1000;
 
@@ -201,18 +198,21 @@ async function claimKey(ctx: Context, input: BeginInput): Promise<Claim> {
 
 /**
  * Asks `begin` again until the key is no longer in progress or `waitTimeoutMs` is spent: when the first
- * runs in this isolate, once, the moment it finishes; else after doubling pauses kept under a quarter of
- * the expected run time.
+ * runs in this isolate, once, the moment it finishes; else after pauses of a quarter of the time waited so
+ * far (so the answer comes at most about a quarter late), from 5 ms, under a quarter of the expected run
+ * time and 1 s.
  */
 async function waitForFirst(ctx: Context, input: BeginInput, first: BeginResult): Promise<BeginResult> {
-  const deadline = Date.now() + ctx.options.waitTimeoutMs;
+  const start = Date.now();
+  const deadline = start + ctx.options.waitTimeoutMs;
   let result = first;
-  for (let pause = FIRST_POLL_MS; result.outcome === "in_progress"; pause *= 2) {
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) break;
+  while (result.outcome === "in_progress") {
+    const now = Date.now();
+    if (now >= deadline) break;
     const local = ctx.timing.settled(result.recordId);
-    const cap = Math.max(FIRST_POLL_MS, Math.min(MAX_POLL_MS, ctx.timing.expectedMs(remaining) / 4));
-    await sleep(local ? remaining : Math.min(pause, cap, remaining), local);
+    const cap = Math.min(MAX_POLL_MS, ctx.timing.expectedMs(deadline - now) / 4);
+    const pause = Math.max(FIRST_POLL_MS, Math.min((now - start) / 4, cap));
+    await sleep(Math.min(local ? Infinity : pause, deadline - now), local);
     result = await ctx.store().begin(input);
   }
   return result;
