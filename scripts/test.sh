@@ -38,7 +38,7 @@ mkdir -p "$LOCAL_DIR/logs"
 say "format, lint, type check"
 deno fmt --check >/dev/null 2>&1 || { deno fmt --check || true; echo "deno fmt --check failed"; status=1; }
 deno lint || status=1
-deno check supabase/functions scripts tests client || status=1
+deno check supabase/functions scripts tests client bench/wait bench/peers/deno_server.ts || status=1
 
 deno_test "unit and store-contract tests" supabase/functions
 
