@@ -227,6 +227,7 @@ async function latency() {
       firstOverhead: percentile(first.samples, 50) - base,
       replayOverhead: percentile(replay.samples, 50) - base,
       replayStatuses: [...statuses.get(`${library.route} replay`)].join("/"),
+      bare: base,
     });
   }
   return {
@@ -258,13 +259,18 @@ try {
     } ms`,
   );
   console.log(
-    "\n| library | backend | first p50 (overhead) | first p99 | replay p50 (overhead) | replay p99 | replay status |",
+    "\n| library | backend | first p50 (overhead, x bare) | first p99 | replay p50 (overhead, x bare) | replay p99 | replay status |",
   );
   console.log("| --- | --- | --- | --- | --- | --- | --- |");
   for (const r of rows) {
     console.log(
-      `| ${r.library} | ${r.backend} | ${f(r.firstP50)} (${plus(r.firstOverhead)}) | ${f(r.firstP99)} | ` +
-        `${f(r.replayP50)} (${plus(r.replayOverhead)}) | ${f(r.replayP99)} | ${r.replayStatuses} |`,
+      `| ${r.library} | ${r.backend} | ${f(r.firstP50)} (${plus(r.firstOverhead)}, x${
+        (r.firstP50 / r.bare).toFixed(2)
+      }) | ` +
+        `${f(r.firstP99)} | ${f(r.replayP50)} (${plus(r.replayOverhead)}, x${
+          (r.replayP50 / r.bare).toFixed(2)
+        }) | ` +
+        `${f(r.replayP99)} | ${r.replayStatuses} |`,
     );
   }
   console.log("\noverhead at p50, this toolkit against the fastest peer on each backend (from this run):");
