@@ -73,6 +73,8 @@ export class IdempotentCallError extends Error {
   readonly body: unknown;
 
   /**
+   * An error of `kind`, with the server's answer when there was one.
+   *
    * @param kind What went wrong.
    * @param message A readable description.
    * @param details The status, code and body of the answer, and the cause.
@@ -138,43 +140,29 @@ export async function callIdempotent<T = unknown>(
   const settings = resolveRetryOptions(options);
   const key = options.idempotencyKey ?? generateIdempotencyKey();
   const deadline = Date.now() + settings.deadlineMs;
-  const result = (
-    error: IdempotentCallError | null,
-    attempts: number,
-    status: number | null,
-    data = null,
-  ) => ({
-    data: data as T | null,
+  let last = new IdempotentCallError("deadline", "the deadline passed before an attempt");
+  let lastStatus: number | null = null;
+  const failure = (error: IdempotentCallError, attempts: number): IdempotentResult<T> => ({
+    data: null,
     error,
     replayed: false,
     attempts,
     key,
-    status,
+    status: lastStatus,
   });
-  let last: IdempotentCallError = new IdempotentCallError(
-    "deadline",
-    "the deadline passed before an attempt",
-  );
-  let lastStatus: number | null = null;
   for (let attempt = 1; attempt <= settings.maxAttempts; attempt++) {
-    if (options.signal?.aborted) return result(aborted(options.signal), attempt - 1, lastStatus);
+    if (options.signal?.aborted) return failure(aborted(options.signal), attempt - 1);
     const budget = deadline - Date.now();
-    if (budget <= 0) return result(deadlineError(last), attempt - 1, lastStatus);
-    const outcome = await attemptWithin(
-      send,
-      key,
-      Math.min(settings.attemptTimeoutMs, budget),
-      options.signal,
-    );
-    if (outcome.kind === "aborted") return result(aborted(options.signal), attempt, lastStatus);
+    if (budget <= 0) return failure(deadlineError(last), attempt - 1);
+    const timeout = Math.min(settings.attemptTimeoutMs, budget);
+    const outcome = await attemptWithin(send, key, timeout, options.signal);
+    if (outcome.kind === "aborted") return failure(aborted(options.signal), attempt);
     let serverDelay: number | null = null;
     if (outcome.kind === "answer") {
       lastStatus = outcome.status;
       if (outcome.status < 400) {
-        return {
-          ...result(null, attempt, outcome.status, outcome.body as null),
-          replayed: outcome.headers.get(REPLAY_HEADER) === "true",
-        };
+        const replayed = outcome.headers.get(REPLAY_HEADER) === "true";
+        return { data: outcome.body as T, error: null, replayed, attempts: attempt, key, status: lastStatus };
       }
       const code = errorCode(outcome.body);
       last = new IdempotentCallError("http", `HTTP ${outcome.status}${code ? ` ${code}` : ""}`, {
@@ -182,28 +170,23 @@ export async function callIdempotent<T = unknown>(
         code,
         body: outcome.body,
       });
-      if (!isRetryableStatus(outcome.status, code)) return result(last, attempt, outcome.status);
+      if (!isRetryableStatus(outcome.status, code)) return failure(last, attempt);
       serverDelay = serverDelayMs(outcome.headers, Date.now());
     } else {
       last = outcome.kind === "timeout"
-        ? new IdempotentCallError("timeout", `the attempt took over ${settings.attemptTimeoutMs} ms`)
+        ? new IdempotentCallError("timeout", `the attempt took over ${timeout} ms`)
         : new IdempotentCallError("network", `the request failed: ${describe(outcome.error)}`, {
           cause: outcome.error,
         });
     }
     if (attempt === settings.maxAttempts) break;
-    const pause = nextDelayMs(
-      attempt,
-      serverDelay,
-      settings.baseDelayMs,
-      settings.maxDelayMs,
-      settings.random,
-    );
+    const { baseDelayMs, maxDelayMs, random } = settings;
+    const pause = nextDelayMs(attempt, serverDelay, baseDelayMs, maxDelayMs, random);
     // a pause that ends past the deadline cannot lead to an answer in time
-    if (Date.now() + pause >= deadline) return result(deadlineError(last), attempt, lastStatus);
-    if (!(await sleep(pause, options.signal))) return result(aborted(options.signal), attempt, lastStatus);
+    if (Date.now() + pause >= deadline) return failure(deadlineError(last), attempt);
+    if (!(await sleep(pause, options.signal))) return failure(aborted(options.signal), attempt);
   }
-  return result(last, settings.maxAttempts, lastStatus);
+  return failure(last, settings.maxAttempts);
 }
 
 type Settings = Required<Omit<RetryOptions, "idempotencyKey" | "signal">>;
@@ -324,7 +307,10 @@ export type ResendableBody =
 
 /** {@link idempotentFetch}'s request: `fetch`'s init with a body that can be re-sent, plus retry options. */
 export interface IdempotentFetchInit extends RetryOptions {
-  /** @default "POST" */
+  /**
+   * The HTTP method.
+   * @default "POST"
+   */
   method?: string;
   /** Request headers; `Idempotency-Key` is added. */
   headers?: HeadersInit;
@@ -425,7 +411,10 @@ export interface InvokeIdempotentOptions extends RetryOptions {
   body?: InvokeBody;
   /** Extra headers; `Idempotency-Key` is added. */
   headers?: Record<string, string>;
-  /** @default "POST" */
+  /**
+   * The HTTP method.
+   * @default "POST"
+   */
   method?: InvokeMethod;
 }
 

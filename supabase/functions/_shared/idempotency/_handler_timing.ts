@@ -21,6 +21,9 @@ export class HandlerTiming {
   /**
    * Marks the run of `recordId` as started; the returned function marks it finished, records its duration
    * and wakes whoever waits for it.
+   *
+   * @param recordId The record the run holds (from `begin`).
+   * @returns The function to call once the outcome is stored or released.
    */
   start(recordId: string): () => void {
     const startedAt = performance.now();
@@ -33,7 +36,12 @@ export class HandlerTiming {
     };
   }
 
-  /** Settles when the run of `recordId` in this isolate finishes; `undefined` when none runs here. */
+  /**
+   * Settles when the run of `recordId` in this isolate finishes.
+   *
+   * @param recordId The record an in-progress `begin` named.
+   * @returns The promise, or `undefined` when no run of it is under way here.
+   */
   settled(recordId: string): Promise<void> | undefined {
     const run = this.#running.get(recordId);
     if (run === undefined) return undefined;
@@ -45,6 +53,9 @@ export class HandlerTiming {
    * Milliseconds until a run that is under way should finish: the 90th percentile of recent durations
    * (a duplicate arrives at any point of the first's run, so the full duration bounds what is left), at
    * least 10 ms, at most `leaseMs`; a second (or `leaseMs`) before any run finished.
+   *
+   * @param leaseMs What is left of the first request's lease (or of the wait), in milliseconds.
+   * @returns The hint in whole milliseconds.
    */
   expectedMs(leaseMs: number): number {
     if (this.#samples.length === 0) return Math.min(DEFAULT_HINT_MS, leaseMs);
