@@ -147,10 +147,14 @@ async function burst(library, run) {
   const losers = answers.filter((a) => a !== winners[0]).map((a) => describe(a, winnerBody));
   const retry = await post(library.runtime, `/${route}`, key, body);
   const ranOnRetry = (await runsOf(library.runtime, route)) - before - ranDuring;
+  // the same key with another body: a misuse that must not be answered with the first request's response
+  const misuse = await post(library.runtime, `/${route}`, key, JSON.stringify({ title: "another", run }));
+  const ranOnMisuse = (await runsOf(library.runtime, route)) - before - ranDuring - ranOnRetry;
   return {
     runs: ranDuring,
     losers: tally(losers),
     retry: `${describe(retry, winnerBody)}${ranOnRetry > 0 ? " (ran again)" : ""}`,
+    misuse: `${describe(misuse, winnerBody)}${ranOnMisuse > 0 ? " (ran)" : ""}`,
   };
 }
 
@@ -175,6 +179,7 @@ async function correctness() {
       runs: list.map((r) => r.runs).join(", "),
       losers: [...new Set(list.map((r) => r.losers))].join(" ∥ "),
       retry: [...new Set(list.map((r) => r.retry))].join(" ∥ "),
+      misuse: [...new Set(list.map((r) => r.misuse))].join(" ∥ "),
     };
   });
 }
@@ -245,9 +250,13 @@ try {
     `Node ${process.version}; ${CONCURRENCY} concurrent identical requests to a 50 ms handler, ${RUNS} runs`,
   );
   const checks = await correctness();
-  console.log("\n| library | handler runs per burst | what the others received | a retry after completion |");
-  console.log("| --- | --- | --- | --- |");
-  for (const c of checks) console.log(`| ${c.library} | ${c.runs} | ${c.losers} | ${c.retry} |`);
+  console.log(
+    "\n| library | handler runs per burst | what the others received | a retry after completion | the key with another body |",
+  );
+  console.log("| --- | --- | --- | --- | --- |");
+  for (const c of checks) {
+    console.log(`| ${c.library} | ${c.runs} | ${c.losers} | ${c.retry} | ${c.misuse} |`);
+  }
 
   console.log(
     `\nlatency: ${REQUESTS} requests per series after ${WARMUP} warm-up, one at a time, interleaved`,
