@@ -3,7 +3,8 @@
 #   1. deno fmt --check, deno lint, deno check
 #   2. unit and store-contract tests (supabase/functions)
 #   3. database proofs: rollback and re-apply, pgTAP via `supabase test db`, `supabase db advisors`
-#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e)
+#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e); the client helper (client/,
+#      tests/client) against the stack and from headless Chromium
 #   5. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
 # and ends with one line: `test: N passed, N failed`.
 set -euo pipefail
@@ -37,7 +38,7 @@ mkdir -p "$LOCAL_DIR/logs"
 say "format, lint, type check"
 deno fmt --check >/dev/null 2>&1 || { deno fmt --check || true; echo "deno fmt --check failed"; status=1; }
 deno lint || status=1
-deno check supabase/functions scripts tests || status=1
+deno check supabase/functions scripts tests client bench/wait bench/peers/deno_server.ts || status=1
 
 deno_test "unit and store-contract tests" supabase/functions
 
@@ -48,6 +49,12 @@ pg_tests=$(grep -Eo 'Tests=[0-9]+' "$OUT" | tail -1 | cut -d= -f2 || true)
 if [ -n "$pg_tests" ] && grep -q 'Result: PASS' "$OUT"; then passed=$((passed + pg_tests)); else failed=$((failed + 1)); fi
 
 deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
+
+# The client helper: unit tests, then against the stack (a lost answer through a lossy proxy, a database
+# outage it stops and starts itself, a 422), then from headless Chromium on another origin.
+deno_test "client helper: unit tests" client
+deno_test "client helper against the stack (stops and restarts PostgreSQL)" tests/client
+deno_test "client helper in headless Chromium, page on another origin" tests/browser
 
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop

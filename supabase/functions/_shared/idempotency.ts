@@ -46,6 +46,7 @@ export {
   isReplayableHeader,
   REPLAY_HEADER,
   replayableHeaders,
+  RETRY_AFTER_MS_HEADER,
   UNSAFE_RESPONSE_HEADERS,
   withCorsHeaders,
 } from "./idempotency/headers.ts";

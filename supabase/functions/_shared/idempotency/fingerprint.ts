@@ -3,6 +3,7 @@
  * detected (422) instead of replaying an answer to a different question.
  */
 
+import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 
 /** What the fingerprint covers. */
@@ -62,30 +63,38 @@ function canonicalObject(object: Record<string, unknown>): string {
 /**
  * The hex SHA-256 fingerprint of a request. A body that parses as JSON is hashed in canonical form (key
  * order and whitespace do not matter; numbers compare by their exact text); any other body as its bytes.
- * Each part is framed as a netstring (`<length>:<bytes>,`), so no two different requests hash the same
- * bytes. node:crypto hashes synchronously; WebCrypto's digest costs a thread-pool hop per request.
+ * Each part is framed as a netstring (`<length in bytes>:<bytes>,`), so no two different requests hash the
+ * same bytes. node:crypto hashes synchronously; WebCrypto's digest costs a thread-pool hop per request. The
+ * framed text parts go to the hash as one string (UTF-8), which hashes the same bytes as framing each part
+ * on its own, with one call instead of eighteen: this runs on every keyed request.
  */
 export function requestFingerprint(input: FingerprintInput): string {
   const json = parseJson(input.body);
-  const encoder = new TextEncoder();
-  const parts = [
-    encoder.encode(FINGERPRINT_VERSION),
-    encoder.encode(input.method.toUpperCase()),
-    encoder.encode(input.path),
-    encoder.encode(input.caller ?? ""),
-    encoder.encode(json === undefined ? "bytes" : "json"),
-    json === undefined ? input.body : encoder.encode(canonicalJson(json)),
-  ];
-  const hash = createHash("sha256");
-  for (const part of parts) hash.update(`${part.byteLength}:`).update(part).update(",");
+  const text = [
+    FINGERPRINT_VERSION,
+    input.method.toUpperCase(),
+    input.path,
+    input.caller ?? "",
+    json === undefined ? "bytes" : "json",
+  ].map(netstring).join("");
+  const hash = createHash("sha256").update(text);
+  if (json === undefined) hash.update(`${input.body.byteLength}:`).update(input.body).update(",");
+  else hash.update(netstring(canonicalJson(json)));
   return hash.digest("hex");
 }
+
+/** `<UTF-8 byte length>:<value>,` */
+function netstring(value: string): string {
+  return `${Buffer.byteLength(value, "utf8")}:${value},`;
+}
+
+/** Stateless between calls (`decode` without `stream`), so one instance serves every request. */
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /** The parsed body, with numbers as {@link SourceNumber}, or `undefined` when it is not UTF-8 JSON. */
 function parseJson(body: Uint8Array): unknown {
   try {
-    const text = new TextDecoder("utf-8", { fatal: true }).decode(body);
-    return JSON.parse(text, keepNumberSource as Reviver);
+    return JSON.parse(UTF8.decode(body), keepNumberSource as Reviver);
   } catch {
     return undefined;
   }

@@ -29,6 +29,12 @@ const OWN_HEADER_PREFIX = "x-idempotency-";
 /** The header saying whether a response is a replay (`true`) or fresh (`false`). */
 export const REPLAY_HEADER = "x-idempotency-replay";
 
+/**
+ * The milliseconds a 409 `REQUEST_IN_PROGRESS` asks the client to wait, next to `Retry-After` (whole
+ * seconds): near the first request's expected finish, from the function's recent handler durations.
+ */
+export const RETRY_AFTER_MS_HEADER = "x-idempotency-retry-after-ms";
+
 /** The header a replay carries when the first response's body was too large to store. */
 export const BODY_OMITTED_HEADER = "x-idempotency-body-omitted";
 
@@ -48,15 +54,16 @@ export function replayableHeaders(headers: Headers): Record<string, string> {
 }
 
 /**
- * CORS headers for browser clients: the key headers may be sent, and the replay, body-omitted and
- * `Retry-After` headers may be read by the page.
+ * CORS headers for browser clients: the key headers may be sent, and the replay, body-omitted,
+ * `Retry-After` and retry-after-ms headers may be read by the page.
  */
 export const corsHeaders: Readonly<Record<string, string>> = Object.freeze({
   "Access-Control-Allow-Origin": "*",
   "Access-Control-Allow-Headers":
     "authorization, x-client-info, apikey, content-type, idempotency-key, x-idempotency-key",
   "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
-  "Access-Control-Expose-Headers": "x-idempotency-replay, retry-after, x-idempotency-body-omitted",
+  "Access-Control-Expose-Headers":
+    "x-idempotency-replay, retry-after, x-idempotency-body-omitted, x-idempotency-retry-after-ms",
 });
 
 /** `response` with every CORS header it does not set itself (a handler's own CORS policy wins). */

@@ -46,7 +46,7 @@ Deno.test("headers: corsHeaders allow the key headers and expose the replay head
   assert.match(corsHeaders["Access-Control-Allow-Methods"], /POST/);
   assert.equal(
     corsHeaders["Access-Control-Expose-Headers"],
-    "x-idempotency-replay, retry-after, x-idempotency-body-omitted",
+    "x-idempotency-replay, retry-after, x-idempotency-body-omitted, x-idempotency-retry-after-ms",
   );
 });
 

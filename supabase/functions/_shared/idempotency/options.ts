@@ -28,8 +28,9 @@ export interface IdempotencyOptions {
   lockTimeoutSeconds?: number;
   /**
    * A duplicate that arrives while the first request runs: `"reject"` answers 409 `REQUEST_IN_PROGRESS`
-   * with `Retry-After`; `"wait"` polls (with backoff) up to `waitTimeoutMs` and then answers the first
-   * request's response as a replay. Default `"reject"`.
+   * with `Retry-After` near the first's expected finish (from recent handler durations); `"wait"` holds the
+   * duplicate up to `waitTimeoutMs` and answers the first request's response as a replay as soon as it is
+   * stored (woken at once when the first runs in this isolate, else by short polls). Default `"reject"`.
    */
   onInFlight?: "reject" | "wait";
   /**
