@@ -8,10 +8,14 @@
  * `process-document` (a transaction of two inserts). Requests are sent one at a time and
  * the scenarios take turns request by request, so a noisy moment of the machine hits them all alike.
  * Figures to quote are the medians and the ratios of this one run.
+ *
+ * First it prints each function's cold start (scripts/bench/cold_start.ts): a fresh `deno serve` with only
+ * the function's own deno.json, from spawn to its first served response.
  */
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { signJwt } from "../tests/support/jwt.ts";
+import { reportColdStarts } from "./bench/cold_start.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
 const WARMUP = 50;
@@ -112,6 +116,8 @@ async function main() {
   if (!Number.isInteger(requests) || requests < 10) {
     throw new Error("--requests must be a whole number >= 10");
   }
+
+  await reportColdStarts(7);
 
   const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
   const [user] = await sql<{ id: string }[]>`

@@ -39,6 +39,12 @@ deno fmt --check >/dev/null 2>&1 || { deno fmt --check || true; echo "deno fmt -
 deno lint || status=1
 deno check supabase/functions scripts tests || status=1
 
+say "deploy shape: each function type-checks with only its own deno.json"
+for fn_config in supabase/functions/*/deno.json; do
+  deno check --quiet --config "$fn_config" "$(dirname "$fn_config")/index.ts" || status=1
+done
+deno_test "deploy shape: each function loads and serves with only its own deno.json" tests/deploy
+
 deno_test "unit and store-contract tests" supabase/functions
 
 say "database proofs: rollback, pgTAP, advisors"

@@ -17,9 +17,9 @@ import {
   type IdempotencyStore,
   MemoryStore,
   PostgresStore,
-  RedisStore,
   withIdempotency,
 } from "../../supabase/functions/_shared/idempotency.ts";
+import { RedisStore } from "../../supabase/functions/_shared/idempotency/redis.ts";
 import { JWT_SECRET } from "../../tests/support/jwt.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";

@@ -89,9 +89,3 @@ export {
   type PostgresStoreOptions,
   preparedStatementsSupported,
 } from "./idempotency/stores/postgres.ts";
-export {
-  type RedisScriptClient,
-  type RedisScriptOptions,
-  RedisStore,
-  type RedisStoreOptions,
-} from "./idempotency/stores/redis.ts";

@@ -6,7 +6,7 @@
  * and a row lock inside Postgres, never by this code.
  */
 
-import postgres from "postgres";
+import postgres from "npm:postgres@3.4.9";
 import type {
   BeginInput,
   BeginResult,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import postgres from "postgres";
+import postgres from "npm:postgres@3.4.9";
 import { claimMaker, runStoreContract, started } from "./contract_suite.ts";
 import { PostgresStore } from "./postgres.ts";
 

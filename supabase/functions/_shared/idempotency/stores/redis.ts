@@ -7,7 +7,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import { createClient } from "redis";
+import { createClient } from "npm:redis@5.10.0";
 import type {
   BeginInput,
   BeginResult,

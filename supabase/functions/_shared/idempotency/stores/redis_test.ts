@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { createClient } from "redis";
+import { createClient } from "npm:redis@5.10.0";
 import { claimMaker, freeFormUserIdsAreIndependent, runStoreContract, started } from "./contract_suite.ts";
 import { type RedisScriptClient, type RedisScriptOptions, RedisStore } from "./redis.ts";
 
