@@ -72,7 +72,7 @@ async function measure(list: Scenario[], requests: number): Promise<void> {
 
 function percentile(samples: number[], p: number): number {
   const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 function report(list: Scenario[]): void {
@@ -122,7 +122,7 @@ async function main() {
   const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
   const [user] = await sql<{ id: string }[]>`
     insert into auth.users (email) values (${`bench-${crypto.randomUUID()}@bench.local`}) returning id`;
-  const token = await signJwt({ sub: user.id, role: "authenticated" });
+  const token = await signJwt({ sub: user!.id, role: "authenticated" });
   const server = await startServer();
   try {
     const list = scenarios(`http://127.0.0.1:${server.port}`, token, crypto.randomUUID().slice(0, 8));
@@ -136,7 +136,7 @@ async function main() {
     server.process.kill("SIGTERM");
     await server.process.status;
     // the user's documents and idempotency keys go with it (on delete cascade)
-    await sql`delete from auth.users where id = ${user.id}`;
+    await sql`delete from auth.users where id = ${user!.id}`;
     await sql.end();
   }
 }

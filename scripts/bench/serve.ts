@@ -37,7 +37,7 @@ function deploy(stores: Record<string, IdempotencyStore>): Map<string, DeployedF
   const fns = new Map<string, DeployedFunction>([
     ["echo", { handler: echo, verifyJwt: true }],
     ["process-document", { handler: processDocument, verifyJwt: true }],
-    ["process-document+postgres", wrap(processDocument, "process-document", stores.postgres)],
+    ["process-document+postgres", wrap(processDocument, "process-document", stores.postgres!)],
   ]);
   for (const [name, store] of Object.entries(stores)) fns.set(`echo+${name}`, wrap(echo, "echo", store));
   return fns;

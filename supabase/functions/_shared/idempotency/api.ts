@@ -57,12 +57,19 @@ export function markIdempotencyFailed(
   options: StoreOption & { status?: number } = {},
 ): Promise<boolean> {
   const message = error instanceof Error ? error.message : String(error);
-  return withStore(options, (store) => store.fail(lease, { message, status: options.status }));
+  return withStore(
+    options,
+    (store) =>
+      store.fail(lease, options.status === undefined ? { message } : { message, status: options.status }),
+  );
 }
 
 /** Deletes expired keys; returns how many. `batchSize` bounds each delete (Postgres default 10000). */
 export function cleanupExpiredKeys(options: StoreOption & { batchSize?: number } = {}): Promise<number> {
-  return withStore(options, (store) => store.cleanup({ batchSize: options.batchSize }));
+  return withStore(
+    options,
+    (store) => store.cleanup(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
+  );
 }
 
 async function storedFromResponse(

@@ -87,7 +87,7 @@ export function callerFromUserId(getUserId: GetUserId): (req: Request) => Promis
 /** The token of `Authorization: Bearer <token>`, or `null` without one. */
 export function bearerToken(req: Request): string | null {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.get("authorization") ?? "");
-  return match ? match[1] : null;
+  return match?.[1] ?? null;
 }
 
 /**

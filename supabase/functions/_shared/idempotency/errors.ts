@@ -36,7 +36,7 @@ export class IdempotencyError extends Error {
   /** The HTTP status. */
   readonly status: number;
   /** Seconds a client should wait before retrying, sent as `Retry-After`. */
-  readonly retryAfterSeconds?: number;
+  readonly retryAfterSeconds: number | undefined;
 
   constructor(
     code: ErrorCode,

@@ -58,7 +58,7 @@ interface Context {
 interface ReadRequest {
   readonly req: Request;
   readonly body: Uint8Array;
-  readonly info?: Deno.ServeHandlerInfo;
+  readonly info: Deno.ServeHandlerInfo | undefined;
 }
 
 /** What the handler answered, body already read. */
@@ -99,7 +99,7 @@ export function withIdempotency(handler: Handler, options: IdempotencyOptions): 
     metrics: emptyMetrics(),
     getCaller: resolved.getUserId
       ? callerFromUserId(resolved.getUserId)
-      : createJwtCallerResolver({ jwtSecret: resolved.jwtSecret }),
+      : createJwtCallerResolver(resolved.jwtSecret === undefined ? {} : { jwtSecret: resolved.jwtSecret }),
     store: () => resolved.store ?? defaultStore(),
   };
   const wrapped = (req: Request, info?: Deno.ServeHandlerInfo) => serve(ctx, req, info);

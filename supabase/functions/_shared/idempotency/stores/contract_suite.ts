@@ -180,11 +180,11 @@ async function mismatches({ store, newKey }: CaseContext): Promise<void> {
     started(await store.begin(completed)),
     started(await store.begin(failed)),
   ];
-  assert.equal(await store.complete(leases[1], textResponse("done")), true);
-  assert.equal(await store.fail(leases[2], { message: "boom", status: 500 }), true);
+  assert.equal(await store.complete(leases[1]!, textResponse("done")), true);
+  assert.equal(await store.fail(leases[2]!, { message: "boom", status: 500 }), true);
   for (const [i, claim] of [processing, completed, failed].entries()) {
     const other = await store.begin({ ...claim, fingerprint: fingerprint() });
-    assert.deepEqual(other, { outcome: "mismatch", recordId: leases[i].recordId });
+    assert.deepEqual(other, { outcome: "mismatch", recordId: leases[i]!.recordId });
   }
   // A mismatch changes nothing: the original request still gets its own outcome.
   assert.equal((await store.begin(completed)).outcome, "replay");
@@ -315,7 +315,7 @@ export async function freeFormUserIdsAreIndependent(store: IdempotencyStore, key
   }
   for (const [i, claim] of claims.entries()) {
     const replay = replayed(await store.begin(claim));
-    assert.equal(replay.recordId, leases[i].recordId);
+    assert.equal(replay.recordId, leases[i]!.recordId);
     assert.deepEqual(replay.response.body, utf8(`for ${JSON.stringify(userIds[i])}`));
     assert.equal(replay.replayCount, 1, `scope ${JSON.stringify(userIds[i])} was replayed once`);
   }
@@ -323,15 +323,19 @@ export async function freeFormUserIdsAreIndependent(store: IdempotencyStore, key
 
 async function scopesAreIndependent({ store, users, newKey }: CaseContext): Promise<void> {
   const key = newKey();
-  const [a, b, anonymous] = [users[0], users[1], null].map((userId) => input(key, { userId }));
+  const [a, b, anonymous] = [
+    input(key, { userId: users[0] }),
+    input(key, { userId: users[1] }),
+    input(key, { userId: null }),
+  ];
   const leases = [
     started(await store.begin(a)),
     started(await store.begin(b)),
     started(await store.begin(anonymous)),
   ];
   assert.equal(new Set(leases.map((l) => l.recordId)).size, 3, "one record per scope");
-  assert.equal(await store.complete(leases[0], textResponse("for a")), true);
-  assert.equal(await store.fail(leases[2], { message: "anonymous failed" }), true);
+  assert.equal(await store.complete(leases[0]!, textResponse("for a")), true);
+  assert.equal(await store.fail(leases[2]!, { message: "anonymous failed" }), true);
 
   assert.deepEqual(replayed(await store.begin(a)).response.body, utf8("for a"));
   assert.equal((await store.begin(b)).outcome, "in_progress");
