@@ -47,6 +47,11 @@ deno_test "deploy shape: each function loads and serves with only its own deno.j
 
 deno_test "unit and store-contract tests" supabase/functions
 
+say "migrations as history: released migrations unchanged (supabase/migrations.sha256)"
+if scripts/migrations.sh check; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+say "SQL lint: squawk over the migrations, plpgsql_check over the functions"
+if scripts/lint-sql.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+
 say "database proofs: rollback, pgTAP, advisors"
 if scripts/db-check.sh 2>&1 | tee "$OUT"; then :; else status=1; fi
 # `supabase test db` reports like prove: "Files=N, Tests=M"; count its assertions, and its failures.
