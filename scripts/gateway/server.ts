@@ -4,8 +4,11 @@
  */
 
 import { PREFLIGHT_HEADERS, withCors } from "./cors.ts";
-import { JwtError, type JwtVerifier } from "./jwt.ts";
+import { type GatewayJwtVerifier, JwtError } from "./jwt.ts";
 import { bearerToken } from "../../supabase/functions/_shared/idempotency.ts";
+
+/** Where Supabase publishes a project's public signing keys. */
+export const JWKS_PATH = "/auth/v1/.well-known/jwks.json";
 
 /** A function as deployed: its exported handler and whether its callers need a valid JWT. */
 export interface DeployedFunction {
@@ -20,7 +23,9 @@ export interface GatewayOptions {
   /** The functions by name. */
   functions: ReadonlyMap<string, DeployedFunction>;
   /** Checks tokens; required when any function has `verifyJwt`. */
-  verifier: JwtVerifier | null;
+  verifier: GatewayJwtVerifier | null;
+  /** The JWKS document served at {@link JWKS_PATH} (the local stack's signing keys); none when absent. */
+  jwks?: { keys: JsonWebKey[] };
   /** Where a function's unexpected throw is reported; default `console.error`. */
   onError?: (name: string, error: unknown) => void;
 }
@@ -67,6 +72,9 @@ export function createGatewayHandler(
       return req.method === "GET" || req.method === "HEAD"
         ? Response.json({ status: "ok", functions: names })
         : gatewayError(405, "METHOD_NOT_ALLOWED", "use GET /health");
+    }
+    if (path === JWKS_PATH && options.jwks) {
+      return Response.json(options.jwks, { headers: { "cache-control": "public, max-age=600" } });
     }
     const name = functionNameOf(path);
     const fn = name === null ? undefined : functions.get(name);

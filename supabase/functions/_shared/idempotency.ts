@@ -62,17 +62,23 @@ export {
   toStoredResponse,
 } from "./idempotency/codec.ts";
 export {
-  bearerToken,
   type Caller,
   callerFromUserId,
   createJwtCallerResolver,
   createJwtUserResolver,
-  decodeJwtClaimsUnverified,
   type GetUserId,
-  type JwtClaims,
   type JwtUserResolverOptions,
-  verifyHs256Jwt,
 } from "./idempotency/auth.ts";
+export {
+  bearerToken,
+  createJwtVerifier,
+  decodeJwtClaimsUnverified,
+  type JwtClaims,
+  JwtError,
+  type JwtVerifier,
+  type JwtVerifierOptions,
+  verifyHs256Jwt,
+} from "./idempotency/jwt.ts";
 export { type ErrorCode, ErrorCodes, errorResponse, IdempotencyError } from "./idempotency/errors.ts";
 export type {
   BeginInput,
