@@ -13,7 +13,7 @@ import {
   type JwtClaims,
   JwtError,
   type JwtVerifierOptions,
-} from "../../supabase/functions/_shared/idempotency.ts";
+} from "../../supabase/functions/_shared/idempotency/jwt.ts";
 
 export { JwtError };
 

@@ -5,7 +5,7 @@
 
 import { PREFLIGHT_HEADERS, withCors } from "./cors.ts";
 import { type GatewayJwtVerifier, JwtError } from "./jwt.ts";
-import { bearerToken } from "../../supabase/functions/_shared/idempotency.ts";
+import { bearerToken } from "../../supabase/functions/_shared/idempotency/jwt.ts";
 
 /** Where Supabase publishes a project's public signing keys. */
 export const JWKS_PATH = "/auth/v1/.well-known/jwks.json";

@@ -6,7 +6,7 @@
  * store that cannot be opened (no `store` given and `SUPABASE_DB_URL` unset).
  */
 
-import { type StoreResponseOptions, toStoredResponse } from "./codec.ts";
+import { type StoreResponseOptions, toStoredResponse } from "./_codec.ts";
 import { DEFAULT_OPTIONS, defaultStore } from "./options.ts";
 import type {
   BeginInput,

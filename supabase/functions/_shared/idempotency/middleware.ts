@@ -4,7 +4,7 @@
  */
 
 import { type Caller, callerFromUserId, createJwtCallerResolver } from "./auth.ts";
-import { buildResponse, fromStoredResponse, toStoredResponse } from "./codec.ts";
+import { buildResponse, fromStoredResponse, toStoredResponse } from "./_codec.ts";
 import { errorResponse, IdempotencyError } from "./errors.ts";
 import { requestFingerprint } from "./fingerprint.ts";
 import { corsHeaders, REPLAY_HEADER, withCorsHeaders } from "./headers.ts";

@@ -56,21 +56,30 @@ export function runStoreContract(name: string, makeStore: MakeStore, helpers: Co
   const test = (title: string, body: (ctx: CaseContext) => Promise<void>, poolSize = 5) =>
     Deno.test(`${name} store contract: ${title}`, () => runCase(makeStore, helpers, poolSize, body));
 
-  test("begin on a new key starts attempt 1 with a lease of its own", startsNewKeys);
-  test("begin under a live lease is in_progress with the lease's remaining seconds", inProgressUnderLease);
-  test("replay returns the stored status, headers, encoding and identical bytes", replaysStoredResponse);
-  test("replay counts every replay", countsReplays);
-  test("another fingerprint is a mismatch while processing, completed or failed", mismatches);
-  test("fail releases the key: the retry starts attempt 2 with a new lease", failThenRetry);
-  test("complete, fail and extendLease refuse a lease that is not the current one", refusesForeignLeases);
-  test("lease and TTL expiry: takeover, stale token refused, extended lease kept", expiry);
+  test("rule new-key: begin on a new key starts attempt 1 with a lease of its own", startsNewKeys);
   test(
-    "expiry never pre-empts a live lease: in_progress past the TTL, and the worker still completes",
+    "rule in-flight: begin under a live lease is in_progress with the lease's remaining seconds",
+    inProgressUnderLease,
+  );
+  test(
+    "rule replay: returns the stored status, headers, encoding and identical bytes",
+    replaysStoredResponse,
+  );
+  test("rule replay: counts every replay", countsReplays);
+  test("rule mismatch: another fingerprint is a mismatch while processing, completed or failed", mismatches);
+  test(
+    "rule retry-after-failure: fail releases the key, the retry starts attempt 2 with a new lease",
+    failThenRetry,
+  );
+  test("complete, fail and extendLease refuse a lease that is not the current one", refusesForeignLeases);
+  test("rules takeover and expired-restart: stale token refused, extended lease kept", expiry);
+  test(
+    "rule lease-outlives-ttl: in_progress past the TTL, and the worker still completes",
     ttlUnderLiveLease,
   );
   test("two users and the null scope hold one key independently", scopesAreIndependent);
   test("status shows the caller's own key, and null for unknown keys and other scopes", statusOfKeys);
-  test("begin rejects a ttl or lock timeout below one second", rejectsBadDurations);
+  test("rule invalid-durations: begin rejects a ttl or lock timeout below one second", rejectsBadDurations);
   test(
     `${CONCURRENT_CALLS} concurrent begins on a fresh key: exactly one started (${CONCURRENCY_ROUNDS} keys)`,
     concurrentBegins,

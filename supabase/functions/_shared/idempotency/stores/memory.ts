@@ -6,6 +6,7 @@
  * against it behaves the same on Postgres or Redis.
  */
 
+import { checkDurations, MAX_ERROR_MESSAGE, retryAfterSeconds } from "../_begin_rules.ts";
 import type {
   BeginInput,
   BeginResult,
@@ -47,9 +48,6 @@ interface MemoryRecord {
   completedAt: number | null;
   expiresAt: number;
 }
-
-/** Longest error message kept, as in `idempotency_fail`. */
-const MAX_ERROR_MESSAGE = 2000;
 
 /** An {@link IdempotencyStore} held in a `Map`; every method is synchronous inside, hence atomic. */
 export class MemoryStore implements IdempotencyStore {
@@ -137,22 +135,25 @@ export class MemoryStore implements IdempotencyStore {
     return Promise.resolve();
   }
 
+  /** The begin rules (docs/guide.md, "The begin rules"), by name. */
   #begin(input: BeginInput, now: number): BeginResult {
-    checkSeconds("ttlSeconds", input.ttlSeconds);
-    checkSeconds("lockTimeoutSeconds", input.lockTimeoutSeconds);
+    checkDurations(input); // invalid-durations
     const record = this.#byScope.get(scopeId(input));
+    // new-key, expired-restart (isExpired keeps lease-outlives-ttl)
     if (!record || isExpired(record, now)) return this.#create(input, now, record);
+    // takeover, retry-after-failure
     if (record.fingerprint === input.fingerprint && leaseIsFree(record, now)) {
       return this.#takeOver(record, input, now);
     }
     if (record.fingerprint !== input.fingerprint) return { outcome: "mismatch", recordId: record.id };
-    if (record.status === "completed" && record.response) {
+    if (record.status === "completed" && record.response) { // replay
       record.replayCount += 1;
       const response = copyResponse(record.response);
       return { outcome: "replay", recordId: record.id, response, replayCount: record.replayCount };
     }
-    const retryAfterSeconds = Math.max(1, Math.ceil(((record.lockedUntil ?? now) - now) / 1000));
-    return { outcome: "in_progress", recordId: record.id, retryAfterSeconds };
+    // in-flight
+    const retryAfter = retryAfterSeconds(record.lockedUntil ?? now, now);
+    return { outcome: "in_progress", recordId: record.id, retryAfterSeconds: retryAfter };
   }
 
   /** A new record, replacing an expired one in place (same id, as the SQL update keeps the row). */
@@ -286,11 +287,4 @@ function copyResponse(response: StoredResponse): StoredResponse {
     body: response.body.slice(),
     encoding: response.encoding,
   };
-}
-
-/** The same guard as the SQL function: a zero or negative duration would make every record stale at once. */
-function checkSeconds(name: string, value: number): void {
-  if (!Number.isFinite(value) || value < 1) {
-    throw new RangeError(`${name} must be at least 1 second, got ${value}`);
-  }
 }

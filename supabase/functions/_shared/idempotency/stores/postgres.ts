@@ -7,6 +7,7 @@
  */
 
 import postgres from "npm:postgres@3.4.9";
+import { storedResponse, toBeginResult } from "../_begin_rules.ts";
 import type {
   BeginInput,
   BeginResult,
@@ -95,7 +96,7 @@ export class PostgresStore implements IdempotencyStore {
     this.#ownsClient = true;
   }
 
-  /** Claims a key through `idempotency_begin`. */
+  /** Claims a key through `idempotency_begin`, which applies the begin rules (docs/guide.md). */
   begin(input: BeginInput): Promise<BeginResult> {
     return this.#run("begin", async () => {
       const [row] = await this.#sql<BeginRow[]>`
@@ -104,7 +105,22 @@ export class PostgresStore implements IdempotencyStore {
           ${input.ttlSeconds}::integer, ${input.lockTimeoutSeconds}::integer
         )`;
       if (!row) throw new Error("idempotency_begin returned no row");
-      return toBeginResult(row);
+      return toBeginResult({
+        outcome: row.outcome,
+        recordId: row.record_id,
+        leaseToken: row.lease_token,
+        attempt: row.attempt_count,
+        replayCount: row.replay_count,
+        retryAfterSeconds: row.retry_after_seconds,
+        // postgres.js hands out a Buffer that may share a pooled slab: copy into a plain Uint8Array of its own.
+        response: () =>
+          storedResponse(
+            row.status_code,
+            row.response_headers,
+            row.response ? new Uint8Array(row.response) : new Uint8Array(0),
+            row.response_encoding,
+          ),
+      });
     });
   }
 
@@ -186,37 +202,6 @@ export class PostgresStore implements IdempotencyStore {
       throw new Error(`postgres store: ${method} failed: ${message}`, { cause: error });
     }
   }
-}
-
-function toBeginResult(row: BeginRow): BeginResult {
-  const recordId = row.record_id;
-  switch (row.outcome) {
-    case "started":
-      return {
-        outcome: "started",
-        recordId,
-        leaseToken: String(row.lease_token),
-        attempt: row.attempt_count,
-      };
-    case "replay":
-      return { outcome: "replay", recordId, response: toStoredResponse(row), replayCount: row.replay_count };
-    case "in_progress":
-      return { outcome: "in_progress", recordId, retryAfterSeconds: row.retry_after_seconds ?? 1 };
-    case "mismatch":
-      return { outcome: "mismatch", recordId };
-    default:
-      throw new Error(`idempotency_begin returned an unknown outcome: ${row.outcome}`);
-  }
-}
-
-function toStoredResponse(row: BeginRow): StoredResponse {
-  return {
-    status: Number(row.status_code),
-    headers: row.response_headers ?? {},
-    // postgres.js hands out a Buffer that may share a pooled slab: copy into a plain Uint8Array of its own.
-    body: row.response ? new Uint8Array(row.response) : new Uint8Array(0),
-    encoding: row.response_encoding === "gzip" ? "gzip" : "identity",
-  };
 }
 
 function toKeyStatus(row: StatusRow): KeyStatus {

@@ -8,6 +8,7 @@
 
 import { Buffer } from "node:buffer";
 import { createClient } from "npm:redis@5.10.0";
+import { checkDurations, MAX_ERROR_MESSAGE, storedResponse, toBeginResult } from "../_begin_rules.ts";
 import type {
   BeginInput,
   BeginResult,
@@ -59,9 +60,6 @@ interface Script {
 /** The client this store opened itself, which it connects on first use and closes in `close()`. */
 type OwnedClient = ReturnType<typeof createClient>;
 
-/** Longest error message kept, as in `idempotency_fail`. */
-const MAX_ERROR_MESSAGE = 2000;
-
 /**
  * Shared by every script: the Redis clock in ms, numbers written without exponent notation, and the key's
  * own expiry. Redis deletes the hash at its PEXPIREAT, so that must never come before the end of a live
@@ -85,8 +83,9 @@ if current[1] ~= 'processing' or current[2] ~= ARGV[1] then return 0 end
 
 /**
  * KEYS[1] record; ARGV fingerprint, function name, ttl ms, lock ms, new lease token.
- * The same decisions, in the same order, as `idempotency_begin`: a record is expired only when it is past
- * expires_at and no worker holds a live lease on it, so expiry never pre-empts running work.
+ * The begin rules (docs/guide.md, "The begin rules"; names in _begin_rules.ts), decided as
+ * `idempotency_begin` decides them: a record is expired only when it is past expires_at and no worker holds a
+ * live lease on it, so expiry never pre-empts running work. (Rule invalid-durations is checked before the call.)
  */
 const BEGIN = `${PRELUDE}
 local key = KEYS[1]
@@ -104,21 +103,26 @@ local function start(attempt, expires)
 end
 
 local live_lease = status == 'processing' and locked_until > now
+-- rules new-key and expired-restart (lease-outlives-ttl: a live lease keeps the record in force)
 if not status or (expires_at <= now and not live_lease) then
   redis.call('DEL', key)
   redis.call('HSET', key, 'created_at', ms(now), 'replay_count', 0)
   return start(1, now + ttl_ms)
 end
+-- rules retry-after-failure and takeover
 if fp == fingerprint and (status == 'failed' or (status == 'processing' and locked_until <= now)) then
   return start(attempts + 1, expires_at)
 end
+-- rule mismatch
 if fp ~= fingerprint then return {'mismatch'} end
+-- rule replay
 if status == 'completed' then
   local replays = redis.call('HINCRBY', key, 'replay_count', 1)
   redis.call('HSET', key, 'last_replayed_at', ms(now))
   local s = redis.call('HMGET', key, 'status_code', 'headers', 'body', 'encoding')
   return {'replay', s[1], s[2], s[3], s[4], replays}
 end
+-- rule in-flight
 return {'in_progress', math.max(1, math.ceil((locked_until - now) / 1000))}
 `;
 
@@ -206,8 +210,7 @@ export class RedisStore implements IdempotencyStore {
   /** Claims a key in one script. */
   begin(input: BeginInput): Promise<BeginResult> {
     return this.#run("begin", async () => {
-      checkSeconds("ttlSeconds", input.ttlSeconds);
-      checkSeconds("lockTimeoutSeconds", input.lockTimeoutSeconds);
+      checkDurations(input);
       const recordId = this.#recordKey(input);
       const reply = await this.#eval(this.#scripts.begin, recordId, [
         input.fingerprint,
@@ -216,7 +219,7 @@ export class RedisStore implements IdempotencyStore {
         String(input.lockTimeoutSeconds * 1000),
         crypto.randomUUID(),
       ]);
-      return toBeginResult(recordId, reply);
+      return beginResultOf(recordId, reply);
     });
   }
 
@@ -398,36 +401,25 @@ async function sha1Hex(text: string): Promise<string> {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function toBeginResult(recordId: string, reply: unknown): BeginResult {
+/** Reads `{'started', token, attempt}`, `{'replay', status, headers, body, encoding, replays}`, ... */
+function beginResultOf(recordId: string, reply: unknown): BeginResult {
   if (!Array.isArray(reply)) throw new Error(`unexpected begin reply: ${JSON.stringify(reply)}`);
-  switch (reply[0]) {
-    case "started":
-      return { outcome: "started", recordId, leaseToken: String(reply[1]), attempt: Number(reply[2]) };
-    case "replay":
-      return {
-        outcome: "replay",
-        recordId,
-        response: toStoredResponse(reply),
-        replayCount: Number(reply[5]),
-      };
-    case "in_progress":
-      return { outcome: "in_progress", recordId, retryAfterSeconds: Number(reply[1]) };
-    case "mismatch":
-      return { outcome: "mismatch", recordId };
-    default:
-      throw new Error(`unexpected begin reply: ${JSON.stringify(reply)}`);
-  }
-}
-
-/** Reads `{'replay', status_code, headers, body, encoding, replays}`. */
-function toStoredResponse(reply: unknown[]): StoredResponse {
-  const [, status, headers, body, encoding] = reply;
-  return {
-    status: Number(status),
-    headers: headers ? JSON.parse(String(headers)) : {},
-    body: new Uint8Array(Buffer.from(String(body ?? ""), "base64")),
-    encoding: encoding === "gzip" ? "gzip" : "identity",
-  };
+  const [outcome, first, second, third, fourth, fifth] = reply;
+  return toBeginResult({
+    outcome,
+    recordId,
+    leaseToken: first,
+    attempt: second,
+    retryAfterSeconds: first,
+    replayCount: fifth,
+    response: () =>
+      storedResponse(
+        first,
+        second ? JSON.parse(String(second)) : {},
+        new Uint8Array(Buffer.from(String(third ?? ""), "base64")),
+        fourth,
+      ),
+  });
 }
 
 /** Maps the HMGET of {@link STATUS_FIELDS}; `null` when the hash does not exist. */
@@ -445,11 +437,4 @@ function toKeyStatus(key: string, values: (string | null)[]): KeyStatus | null {
     completedAt: completedAt ? new Date(Number(completedAt)) : null,
     expiresAt: new Date(Number(expiresAt)),
   };
-}
-
-/** The same guard as the SQL function: a zero or negative duration would make every record stale at once. */
-function checkSeconds(name: string, value: number): void {
-  if (!Number.isFinite(value) || value < 1) {
-    throw new RangeError(`${name} must be at least 1 second, got ${value}`);
-  }
 }
