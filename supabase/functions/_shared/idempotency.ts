@@ -19,7 +19,8 @@
  *   () => Response.json({ charged: true }, { status: 201 }),
  *   { functionName: "charge", store: new MemoryStore(), anonymous: "shared" },
  * );
- * export default { fetch } satisfies Deno.ServeDefaultExport;
+ * const entry = { fetch } satisfies Deno.ServeDefaultExport; // `export default entry;` in index.ts
+ * console.assert(typeof entry.fetch === "function");
  * ```
  *
  * @module
@@ -75,6 +76,7 @@ export type {
 } from "./idempotency/store.ts";
 export { MemoryStore, type MemoryStoreOptions } from "./idempotency/stores/memory.ts";
 export {
+  type PostgresClient,
   PostgresStore,
   type PostgresStoreOptions,
   preparedStatementsSupported,

@@ -6,10 +6,30 @@
 
 import { bearerToken, checkTimes, createJwtVerifier, decodeJwt, type JwtClaims, JwtError } from "./jwt.ts";
 
-/** Finds the user of a request: an id, or `null` for a call without a user. */
+/**
+ * Finds the user of a request: an id, or `null` for a call without a user.
+ *
+ * @example Scope keys by a header your own gateway sets
+ * ```ts
+ * import type { GetUserId } from "./auth.ts";
+ *
+ * const getUserId: GetUserId = (req) => req.headers.get("x-verified-user");
+ * console.assert(getUserId(new Request("http://localhost/")) === null);
+ * ```
+ */
 export type GetUserId = (req: Request) => string | null | Promise<string | null>;
 
-/** Options for {@link createJwtUserResolver}. */
+/**
+ * Options for {@link createJwtUserResolver}.
+ *
+ * @example Verify with an explicit JWKS
+ * ```ts
+ * import { createJwtUserResolver } from "./auth.ts";
+ *
+ * const getUserId = createJwtUserResolver({ jwksUrl: "https://project.supabase.co/auth/v1/.well-known/jwks.json" });
+ * console.assert((await getUserId(new Request("http://localhost/"))) === null);
+ * ```
+ */
 export interface JwtUserResolverOptions {
   /**
    * The legacy HS256 secret. Without it, an HS256 token is decoded unverified: the platform must have
@@ -36,6 +56,15 @@ export interface JwtUserResolverOptions {
  * fingerprint, so with `anonymous: "shared"` an anonymous call reusing a service call's key gets 422, never
  * the service's stored response.
  * `anonymous` is everyone else without a user (no token, or the public anon key).
+ *
+ * @example Branch on the caller
+ * ```ts
+ * import { type Caller, createJwtCallerResolver } from "./auth.ts";
+ *
+ * const resolve = createJwtCallerResolver();
+ * const caller: Caller = await resolve(new Request("http://localhost/"));
+ * console.assert(caller.kind === "anonymous");
+ * ```
  */
 export type Caller = { kind: "user"; userId: string } | { kind: "service" } | { kind: "anonymous" };
 
@@ -47,6 +76,19 @@ export type Caller = { kind: "user"; userId: string } | { kind: "service" } | { 
  * @param options Key material and clock.
  * @returns The resolver; it rejects with a {@link JwtError} (`AUTH_REQUIRED`) when the token is malformed,
  * badly signed, signed by an unknown key, or expired.
+ *
+ * @throws {JwtError} (as a rejection of the resolver) when the token is refused.
+ * @example Who owns the rows a function writes
+ * ```ts
+ * import { createJwtCallerResolver } from "./auth.ts";
+ *
+ * const resolve = createJwtCallerResolver();
+ * async function ownerOf(req: Request): Promise<string | null> {
+ *   const caller = await resolve(req);
+ *   return caller.kind === "user" ? caller.userId : null;
+ * }
+ * console.assert((await ownerOf(new Request("http://localhost/"))) === null);
+ * ```
  */
 export function createJwtCallerResolver(
   options: JwtUserResolverOptions = {},
@@ -89,6 +131,18 @@ function platformVerifiedClaims(token: string, secretConfigured: boolean, nowMs:
  *
  * @param options Key material and clock, as for {@link createJwtCallerResolver}.
  * @returns The resolver; it rejects with a {@link JwtError} when the token is refused.
+ *
+ * @throws {JwtError} (as a rejection of the resolver) when the token is refused.
+ * @example Pass the default resolver explicitly
+ * ```ts
+ * import { createJwtUserResolver } from "./auth.ts";
+ * import { withIdempotency } from "./middleware.ts";
+ * import { MemoryStore } from "./stores/memory.ts";
+ *
+ * const getUserId = createJwtUserResolver({ jwtSecret: "a-legacy-secret-of-at-least-32-characters" });
+ * const fetch = withIdempotency(() => new Response("ok"), { functionName: "f", store: new MemoryStore(), getUserId });
+ * console.assert(typeof fetch === "function");
+ * ```
  */
 export function createJwtUserResolver(options: JwtUserResolverOptions = {}): GetUserId {
   const resolveCaller = createJwtCallerResolver(options);
@@ -103,6 +157,14 @@ export function createJwtUserResolver(options: JwtUserResolverOptions = {}): Get
  *
  * @param getUserId The custom resolver.
  * @returns The caller resolver.
+ *
+ * @example A custom resolver as a caller resolver
+ * ```ts
+ * import { callerFromUserId } from "./auth.ts";
+ *
+ * const resolve = callerFromUserId(() => "user-1");
+ * console.assert((await resolve(new Request("http://localhost/"))).kind === "user");
+ * ```
  */
 export function callerFromUserId(getUserId: GetUserId): (req: Request) => Promise<Caller> {
   return async (req) => {

@@ -6,7 +6,16 @@
  * @module
  */
 
-/** Every error code a client can get, with its HTTP status. Stable: clients may switch on them. */
+/**
+ * Every error code a client can get, with its HTTP status. Stable: clients may switch on them.
+ *
+ * @example The status of a code
+ * ```ts
+ * import { ErrorCodes } from "./errors.ts";
+ *
+ * console.assert(ErrorCodes.KEY_REUSED_WITH_DIFFERENT_REQUEST.status === 422);
+ * ```
+ */
 export const ErrorCodes = {
   /** Both `Idempotency-Key` and `X-Idempotency-Key` were sent, with different values. */
   KEY_CONFLICT: { status: 400 },
@@ -38,10 +47,30 @@ export const ErrorCodes = {
   INTERNAL_ERROR: { status: 500 },
 } as const;
 
-/** One of the stable error codes. */
+/**
+ * One of the stable error codes.
+ *
+ * @example Switch on a code
+ * ```ts
+ * import type { ErrorCode } from "./errors.ts";
+ *
+ * const retryable = (code: ErrorCode) => code === "REQUEST_IN_PROGRESS" || code === "STORE_UNAVAILABLE";
+ * console.assert(retryable("STORE_UNAVAILABLE"));
+ * ```
+ */
 export type ErrorCode = keyof typeof ErrorCodes;
 
-/** Options of an {@link IdempotencyError}. */
+/**
+ * Options of an {@link IdempotencyError}.
+ *
+ * @example A 405 with its Allow header
+ * ```ts
+ * import { errorResponse, IdempotencyError } from "./errors.ts";
+ *
+ * const res = errorResponse(new IdempotencyError("METHOD_NOT_ALLOWED", "use POST", { headers: { allow: "POST" } }));
+ * console.assert(res.headers.get("allow") === "POST");
+ * ```
+ */
 export interface IdempotencyErrorOptions {
   /**
    * Seconds a client should wait before retrying, sent as `Retry-After`.
@@ -83,6 +112,8 @@ export class IdempotencyError extends Error {
   readonly headers: Readonly<Record<string, string>>;
 
   /**
+   * An error of the family.
+   *
    * @param code The stable code; it sets the status.
    * @param message What went wrong, safe to show the client.
    * @param options `Retry-After`, extra headers and the cause.

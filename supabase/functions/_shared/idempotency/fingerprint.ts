@@ -5,7 +5,17 @@
 
 import { createHash } from "node:crypto";
 
-/** What the fingerprint covers. */
+/**
+ * What the fingerprint covers.
+ *
+ * @example What is hashed
+ * ```ts
+ * import { type FingerprintInput, requestFingerprint } from "./fingerprint.ts";
+ *
+ * const input: FingerprintInput = { method: "POST", path: "/charge?amount=1", body: new Uint8Array() };
+ * console.assert(requestFingerprint(input).length === 64);
+ * ```
+ */
 export interface FingerprintInput {
   /** The HTTP method; compared upper-cased. */
   method: string;
@@ -16,11 +26,15 @@ export interface FingerprintInput {
   /**
    * The request's `Content-Type`. Informational: a body is treated as JSON when it parses as JSON, so a
    * client that forgets or varies the header still matches its own retries.
+   *
+   * @default {null}
    */
   contentType?: string | null;
   /**
    * Who asks, beyond the user id the key is scoped by: `service` and `anonymous` callers share the scope of
    * calls without a user, and must never be served each other's stored responses. Default `""`.
+   *
+   * @default {""}
    */
   caller?: string;
 }
@@ -36,6 +50,15 @@ const FINGERPRINT_VERSION = "idempotency-fingerprint/v1";
 /**
  * `value` as JSON with every object's keys sorted (recursively), so two serialisations of the same object
  * compare equal. Arrays keep their order; `undefined` members are left out, as `JSON.stringify` does.
+ *
+ * @param value A JSON value.
+ * @returns Its canonical text.
+ * @example Key order does not matter
+ * ```ts
+ * import { canonicalJson } from "./fingerprint.ts";
+ *
+ * console.assert(canonicalJson({ b: 1, a: [2] }) === canonicalJson({ a: [2], b: 1 }));
+ * ```
  */
 export function canonicalJson(value: unknown): string {
   if (value instanceof SourceNumber) return value.source;
@@ -64,6 +87,18 @@ function canonicalObject(object: Record<string, unknown>): string {
  * order and whitespace do not matter; numbers compare by their exact text); any other body as its bytes.
  * Each part is framed as a netstring (`<length>:<bytes>,`), so no two different requests hash the same
  * bytes. node:crypto hashes synchronously; WebCrypto's digest costs a thread-pool hop per request.
+ *
+ * @param input Method, path with query, body, and the caller kind.
+ * @returns 64 hex characters.
+ * @example The same JSON in another order matches
+ * ```ts
+ * import { requestFingerprint } from "./fingerprint.ts";
+ *
+ * const body = (text: string) => new TextEncoder().encode(text);
+ * const a = requestFingerprint({ method: "POST", path: "/charge", body: body('{"a":1,"b":2}') });
+ * const b = requestFingerprint({ method: "post", path: "/charge", body: body('{ "b": 2, "a": 1 }') });
+ * console.assert(a === b);
+ * ```
  */
 export function requestFingerprint(input: FingerprintInput): string {
   const json = parseJson(input.body);

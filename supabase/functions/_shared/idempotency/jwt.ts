@@ -15,7 +15,17 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { IdempotencyError } from "./errors.ts";
 
-/** The JWT claims this toolkit reads; every other claim is kept as it is. */
+/**
+ * The JWT claims this toolkit reads; every other claim is kept as it is.
+ *
+ * @example Read the role of verified claims
+ * ```ts
+ * import type { JwtClaims } from "./jwt.ts";
+ *
+ * const isService = (claims: JwtClaims) => claims.role === "service_role" && claims.sub === undefined;
+ * console.assert(isService({ role: "service_role" }));
+ * ```
+ */
 export interface JwtClaims {
   /** The user id; absent on the anon and service_role keys. */
   sub?: string;
@@ -29,9 +39,25 @@ export interface JwtClaims {
   [claim: string]: unknown;
 }
 
-/** A token that is refused: malformed, badly signed, signed by an unknown key, expired or not yet valid. */
+/**
+ * A token that is refused: malformed, badly signed, signed by an unknown key, expired or not yet valid.
+ *
+ * @example Tell a refused token from other failures
+ * ```ts
+ * import { IdempotencyError } from "./errors.ts";
+ * import { decodeJwt, JwtError } from "./jwt.ts";
+ *
+ * try {
+ *   decodeJwt("not-a-jwt");
+ * } catch (error) {
+ *   console.assert(error instanceof JwtError && error instanceof IdempotencyError && error.status === 401);
+ * }
+ * ```
+ */
 export class JwtError extends IdempotencyError {
   /**
+   * A refusal, with the code `AUTH_REQUIRED` (401).
+   *
    * @param message Why the token was refused; safe to show the caller.
    * @param options.cause The underlying error, if any.
    */
@@ -41,11 +67,8 @@ export class JwtError extends IdempotencyError {
   }
 }
 
-/** The signature algorithms verified: ES256 and RS256 through a JWKS, HS256 with the legacy secret. */
-export type JwtAlgorithm = "ES256" | "RS256" | "HS256";
-
 /** One public key of a JWKS document (the members used here; others are ignored). */
-export interface Jwk {
+interface Jwk {
   /** `EC` or `RSA`. */
   kty: string;
   /** The key id a token names in its header. */
@@ -63,7 +86,17 @@ export interface Jwk {
   e?: string;
 }
 
-/** Options of {@link createJwtVerifier}. */
+/**
+ * Options of {@link createJwtVerifier}.
+ *
+ * @example A verifier with a shorter cache
+ * ```ts
+ * import { createJwtVerifier } from "./jwt.ts";
+ *
+ * const verifier = createJwtVerifier({ jwksUrl: "https://project.supabase.co/auth/v1/.well-known/jwks.json", jwksCacheSeconds: 60 });
+ * console.assert(typeof verifier.verify === "function");
+ * ```
+ */
 export interface JwtVerifierOptions {
   /**
    * The legacy HS256 secret.
@@ -98,7 +131,19 @@ export interface JwtVerifierOptions {
   now?: () => number;
 }
 
-/** Verifies tokens; created by {@link createJwtVerifier}. */
+/**
+ * Verifies tokens; created by {@link createJwtVerifier}.
+ *
+ * @example Depend on the interface
+ * ```ts
+ * import type { JwtVerifier } from "./jwt.ts";
+ *
+ * async function subOf(verifier: JwtVerifier, token: string): Promise<string | undefined> {
+ *   return (await verifier.verify(token)).sub;
+ * }
+ * console.assert(typeof subOf === "function");
+ * ```
+ */
 export interface JwtVerifier {
   /**
    * The claims of `token` once its signature, `exp` and `nbf` are checked.
@@ -118,7 +163,18 @@ export interface JwtVerifier {
   canVerify(token: string): boolean;
 }
 
-/** The header and payload of a JWT, parsed but NOT verified. */
+/**
+ * The header and payload of a JWT, parsed but NOT verified.
+ *
+ * @example Look at a token's key id
+ * ```ts
+ * import { decodeJwt, type DecodedJwt } from "./jwt.ts";
+ *
+ * const part = (value: unknown) => btoa(JSON.stringify(value)).replace(/=+$/, "");
+ * const jwt: DecodedJwt = decodeJwt(`${part({ alg: "ES256", kid: "k1" })}.${part({})}.`);
+ * console.assert(jwt.header.kid === "k1");
+ * ```
+ */
 export interface DecodedJwt {
   /** The JOSE header (`alg`, `kid`, `typ`). */
   header: { alg?: unknown; kid?: unknown; [name: string]: unknown };
@@ -130,7 +186,16 @@ export interface DecodedJwt {
   signature: Uint8Array<ArrayBuffer>;
 }
 
-/** The Supabase path of a project's JWKS. */
+/**
+ * The Supabase path of a project's JWKS.
+ *
+ * @example A project's JWKS URL
+ * ```ts
+ * import { JWKS_PATH } from "./jwt.ts";
+ *
+ * console.assert(new URL(JWKS_PATH, "https://project.supabase.co").pathname === "/auth/v1/.well-known/jwks.json");
+ * ```
+ */
 export const JWKS_PATH = "/auth/v1/.well-known/jwks.json";
 
 /**
@@ -343,7 +408,19 @@ export function createJwtVerifier(options: JwtVerifierOptions = {}): JwtVerifier
   };
 }
 
-/** Rejects a token past its `exp` or before its `nbf` (`nowMs` in epoch milliseconds). */
+/**
+ * Rejects a token past its `exp` or before its `nbf` (`nowMs` in epoch milliseconds).
+ *
+ * @param claims The claims.
+ * @param nowMs The clock, in epoch milliseconds.
+ * @throws {JwtError} when the token has expired or is not valid yet.
+ * @example Check the times of decoded claims
+ * ```ts
+ * import { checkTimes } from "./jwt.ts";
+ *
+ * checkTimes({ exp: 2_000_000_000 }, Date.UTC(2030, 0, 1)); // valid until 2033
+ * ```
+ */
 export function checkTimes(claims: JwtClaims, nowMs: number): void {
   if (claims.exp !== undefined && (typeof claims.exp !== "number" || claims.exp * 1000 <= nowMs)) {
     throw new JwtError("the JWT has expired");

@@ -4,13 +4,16 @@
  *
  * @example Use Redis for one function
  * ```ts
- * import { withIdempotency } from "../_shared/idempotency.ts";
- * import { RedisStore } from "../_shared/idempotency/redis.ts";
+ * // in supabase/functions/<name>/index.ts: "../_shared/idempotency.ts" and "../_shared/idempotency/redis.ts"
+ * import { withIdempotency } from "../idempotency.ts";
+ * import { RedisStore } from "./redis.ts";
  *
- * const store = new RedisStore({ url: Deno.env.get("REDIS_URL") });
- * export default {
+ * const store = new RedisStore({ url: Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379" });
+ * const entry = {
  *   fetch: withIdempotency(() => new Response("done"), { functionName: "charge", store }),
- * } satisfies Deno.ServeDefaultExport;
+ * } satisfies Deno.ServeDefaultExport; // `export default entry;` in index.ts
+ * console.assert(typeof entry.fetch === "function");
+ * await store.close();
  * ```
  *
  * @module
