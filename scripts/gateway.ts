@@ -16,7 +16,8 @@
 import { parseFunctionSettings } from "./gateway/config.ts";
 import { loadFunctions } from "./gateway/discover.ts";
 import { createJwtVerifier, loadSigningKey } from "./gateway/jwt.ts";
-import { createGatewayHandler, JWKS_PATH } from "./gateway/server.ts";
+import { createGatewayHandler } from "./gateway/server.ts";
+import { JWKS_PATH } from "../supabase/functions/_shared/idempotency/jwt.ts";
 import { closeDb } from "../supabase/functions/_shared/db.ts";
 import { closeDefaultStore } from "../supabase/functions/_shared/idempotency.ts";
 

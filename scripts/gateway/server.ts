@@ -5,10 +5,7 @@
 
 import { PREFLIGHT_HEADERS, withCors } from "./cors.ts";
 import { type GatewayJwtVerifier, JwtError } from "./jwt.ts";
-import { bearerToken } from "../../supabase/functions/_shared/idempotency/jwt.ts";
-
-/** Where Supabase publishes a project's public signing keys. */
-export const JWKS_PATH = "/auth/v1/.well-known/jwks.json";
+import { bearerToken, JWKS_PATH } from "../../supabase/functions/_shared/idempotency/jwt.ts";
 
 /** A function as deployed: its exported handler and whether its callers need a valid JWT. */
 export interface DeployedFunction {
