@@ -302,12 +302,10 @@ function hs256Claims(jwt: DecodedJwt, secret: string): JwtClaims {
 /** WebCrypto parameters of each asymmetric algorithm. */
 const ASYMMETRIC = {
   ES256: {
-    kty: "EC",
     import: { name: "ECDSA", namedCurve: "P-256" },
     verify: { name: "ECDSA", hash: "SHA-256" },
   },
   RS256: {
-    kty: "RSA",
     import: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
     verify: { name: "RSASSA-PKCS1-v1_5" },
   },
@@ -346,10 +344,13 @@ export function createJwtVerifier(options: JwtVerifierOptions = {}): JwtVerifier
   const secret = () => options.secret ?? readEnv("SUPABASE_JWT_SECRET");
   const jwksUrl = () => options.jwksUrl ?? defaultJwksUrl();
 
-  /** The key set of `url`, fetched when absent or stale; concurrent callers share one fetch. */
-  function keySet(url: string, refresh: boolean): Promise<KeySet> {
+  /**
+   * The key set of `url`: the cached one, unless it is `stale` (then fetched again). Concurrent callers that
+   * found the same set stale share one fetch.
+   */
+  function keySet(url: string, stale?: Promise<KeySet>): Promise<KeySet> {
     const cached = sets.get(url);
-    if (cached && !refresh) return cached;
+    if (cached && cached !== stale) return cached;
     const fetching = fetchKeySet(doFetch, url, now());
     sets.set(url, fetching);
     // a failed fetch is not cached: the next token tries again
@@ -360,11 +361,12 @@ export function createJwtVerifier(options: JwtVerifierOptions = {}): JwtVerifier
   async function publicKey(kid: string, alg: keyof typeof ASYMMETRIC) {
     const url = jwksUrl();
     if (url === undefined) throw new JwtError(`no JWKS URL is configured to verify ${alg} tokens`);
-    let set = await keySet(url, false);
-    if (now() - set.fetchedAt >= cacheMs) set = await keySet(url, true);
+    let pending = keySet(url);
+    let set = await pending;
+    if (now() - set.fetchedAt >= cacheMs) set = await (pending = keySet(url, pending));
     let found = set.keys.get(kid);
     // an unknown kid: the keys may have rotated since the set was fetched
-    if (!found && now() - set.fetchedAt >= refetchMs) found = (await keySet(url, true)).keys.get(kid);
+    if (!found && now() - set.fetchedAt >= refetchMs) found = (await keySet(url, pending)).keys.get(kid);
     if (!found) throw new JwtError("the JWT is signed by an unknown key (kid)");
     if (found.alg !== alg) throw new JwtError("the JWT's alg does not match its key");
     return found.key;

@@ -88,15 +88,23 @@ Deno.test("jwt: a rotated key is picked up; an unknown kid is refused and refetc
   assert.equal((await verifier.verify(await signAsymmetric({ sub: "u" }, next))).sub, "u");
   assert.equal(endpoint.state.fetches, 2, "one refetch for the new kid");
 
+  // a burst of tokens of another new key: one refetch for all of them
+  const third = await generateSigningKey("ES256", "third");
+  endpoint.state.keys = [old, next, third];
+  now += 31_000;
+  const burst = await Promise.all([1, 2, 3, 4].map((i) => signAsymmetric({ sub: `u${i}` }, third)));
+  await Promise.all(burst.map((token) => verifier.verify(token)));
+  assert.equal(endpoint.state.fetches, 3, "one refetch for the whole burst");
+
   // a made-up kid: refused; within the interval it costs no further fetch
   const stranger = await generateSigningKey("ES256", "stranger");
   await refused(verifier.verify(await signAsymmetric({ sub: "u" }, stranger)), /unknown key/);
   await refused(verifier.verify(await signAsymmetric({ sub: "u" }, stranger)), /unknown key/);
-  assert.equal(endpoint.state.fetches, 2);
+  assert.equal(endpoint.state.fetches, 3);
   // after the interval it refetches once, and is still refused
   now += 31_000;
   await refused(verifier.verify(await signAsymmetric({ sub: "u" }, stranger)), /unknown key/);
-  assert.equal(endpoint.state.fetches, 3);
+  assert.equal(endpoint.state.fetches, 4);
 });
 
 Deno.test("jwt: the key set is refetched after jwksCacheSeconds, so a retired key stops verifying", async () => {
