@@ -6,6 +6,7 @@
 import { PREFLIGHT_HEADERS, withCors } from "./cors.ts";
 import { type GatewayJwtVerifier, JwtError } from "./jwt.ts";
 import { bearerToken, JWKS_PATH } from "../../supabase/functions/_shared/idempotency/jwt.ts";
+import { errorResponse, IdempotencyError } from "../../supabase/functions/_shared/idempotency.ts";
 
 /** A function as deployed: its exported handler and whether its callers need a valid JWT. */
 export interface DeployedFunction {
@@ -91,8 +92,10 @@ export function createGatewayHandler(
       try {
         await verifier!.verify(token);
       } catch (error) {
-        if (!(error instanceof JwtError)) throw error;
-        return gatewayError(401, "INVALID_JWT", error.message);
+        if (error instanceof JwtError) return gatewayError(401, "INVALID_JWT", error.message);
+        // the signing keys could not be fetched: an outage (503 AUTH_UNAVAILABLE), not a bad token
+        if (error instanceof IdempotencyError) return withCors(errorResponse(error));
+        throw error;
       }
     }
     try {

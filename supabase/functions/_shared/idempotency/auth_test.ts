@@ -161,3 +161,20 @@ Deno.test("auth: an ES256 token is refused where only a secret is configured (no
     if (previous !== undefined) Deno.env.set("SUPABASE_URL", previous);
   }
 });
+
+Deno.test("auth: signing keys that cannot be fetched are an outage (503 AUTH_UNAVAILABLE), not a bad token", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close(); // nothing listens there now
+  const resolve = createJwtCallerResolver({
+    jwksUrl: `http://127.0.0.1:${port}/auth/v1/.well-known/jwks.json`,
+  });
+  const token = await signAsymmetric({ sub: USER }, await generateSigningKey("ES256"));
+  await assert.rejects(resolve(bearer(token)), (error: unknown) => {
+    assert.ok(error instanceof IdempotencyError);
+    assert.equal(error.code, "AUTH_UNAVAILABLE");
+    assert.equal(error.status, 503);
+    assert.equal(error.retryAfterSeconds, 1);
+    return true;
+  });
+});

@@ -40,6 +40,8 @@ export const ErrorCodes = {
   KEY_REUSED_WITH_DIFFERENT_REQUEST: { status: 422 },
   /** The store could not be reached and `onStoreError` is `"fail-closed"`. */
   STORE_UNAVAILABLE: { status: 503 },
+  /** The project's signing keys (its JWKS) could not be fetched, so the token could not be checked. */
+  AUTH_UNAVAILABLE: { status: 503 },
   /**
    * The handler threw, or the wrapper met an unexpected error. The message never carries the cause. When the
    * request held a key, the key is released so a retry runs again.

@@ -7,7 +7,8 @@
  *   still unknown after it is rejected.
  * - **The legacy JWT secret** (HS256): checked with the secret, in constant time.
  *
- * Every refusal is a {@link JwtError}: an {@link IdempotencyError} with code `AUTH_REQUIRED` (401).
+ * Every refusal is a {@link JwtError}: an {@link IdempotencyError} with code `AUTH_REQUIRED` (401). A key set
+ * that cannot be fetched is an outage, not a refusal: `AUTH_UNAVAILABLE` (503, `Retry-After: 1`).
  *
  * @module
  */
@@ -150,7 +151,8 @@ export interface JwtVerifier {
    *
    * @param token A compact JWS (`header.payload.signature`).
    * @returns The verified claims.
-   * @throws {JwtError} when the token is refused.
+   * @throws {JwtError} when the token is refused; an {@link IdempotencyError} `AUTH_UNAVAILABLE` when the
+   * signing keys cannot be fetched.
    */
   verify(token: string): Promise<JwtClaims>;
   /**
@@ -442,7 +444,11 @@ async function fetchKeySet(doFetch: typeof fetch, url: string, fetchedAt: number
     }
     document = await res.json();
   } catch (error) {
-    throw new JwtError(`the signing keys could not be fetched from ${url}`, { cause: error });
+    // an outage, not a bad token: 503 with Retry-After, so the client retries instead of signing in again
+    throw new IdempotencyError("AUTH_UNAVAILABLE", `The signing keys could not be fetched from ${url}`, {
+      retryAfterSeconds: 1,
+      cause: error,
+    });
   }
   const keys: KeySet["keys"] = new Map();
   const list = (document as { keys?: unknown })?.keys;

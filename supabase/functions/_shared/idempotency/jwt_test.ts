@@ -120,13 +120,19 @@ Deno.test("jwt: the key set is refetched after jwksCacheSeconds, so a retired ke
   assert.equal(endpoint.state.fetches, 2);
 });
 
-Deno.test("jwt: an unreachable JWKS is refused (not cached), and the next token fetches again", async () => {
+Deno.test("jwt: an unreachable JWKS is a 503 AUTH_UNAVAILABLE (not cached), and the next token fetches again", async () => {
   const key = await generateSigningKey("ES256");
   const endpoint = jwksEndpoint(key);
   endpoint.state.down = true;
   const verifier = verifierFor(endpoint);
   const token = await signAsymmetric({ sub: "u" }, key);
-  await refused(verifier.verify(token), /could not be fetched/);
+  await assert.rejects(verifier.verify(token), (error: unknown) => {
+    assert.ok(error instanceof IdempotencyError && !(error instanceof JwtError));
+    assert.equal(error.code, "AUTH_UNAVAILABLE");
+    assert.equal(error.status, 503);
+    assert.equal(error.retryAfterSeconds, 1);
+    return true;
+  });
   endpoint.state.down = false;
   assert.equal((await verifier.verify(token)).sub, "u");
   assert.equal(endpoint.state.fetches, 2);
