@@ -105,15 +105,14 @@ function median(values: number[]): number {
 }
 
 /**
- * Prints the median cold start of every function over `runs` starts (after one warm-up start that fills
- * Deno's caches, as a deployed function's image is built before it serves).
+ * Prints the median cold start of every function over `runs` starts, next to an empty function's (the floor:
+ * `deno serve` itself), after one warm-up start each that fills Deno's caches (as a deployed function's bundle
+ * is built before it serves). The functions take turns start by start, so a noisy moment hits them all alike.
  *
  * @param runs Starts measured per function.
  * @returns The medians by function name, in ms.
  */
 export async function reportColdStarts(runs: number): Promise<Record<string, number>> {
-  const medians: Record<string, number> = {};
-  console.log(`cold start (spawn to first served response, own deno.json only), median of ${runs}:`);
   // the floor: `deno serve` of a function that imports nothing
   const empty = await Deno.makeTempDir({ prefix: "cold-start-empty-" });
   await Deno.writeTextFile(`${empty}/deno.json`, '{ "imports": {}, "lock": false }');
@@ -125,16 +124,29 @@ export async function reportColdStarts(runs: number): Promise<Record<string, num
     ["(empty function)", new URL(`file://${empty}/`)],
     ...FUNCTION_NAMES.map((name): [string, URL] => [name, new URL(`${name}/`, FUNCTIONS_DIR)]),
   ];
-  for (const [name, dir] of dirs) {
-    await coldStartAt(dir, name);
-    const samples: number[] = [];
-    for (let i = 0; i < runs; i++) samples.push((await coldStartAt(dir, name)).ms);
-    medians[name] = median(samples);
+  const samples = new Map(dirs.map(([name]) => [name, [] as number[]]));
+  try {
+    for (const [name, dir] of dirs) await coldStartAt(dir, name);
+    for (let i = 0; i < runs; i++) {
+      for (const [name, dir] of dirs) samples.get(name)!.push((await coldStartAt(dir, name)).ms);
+    }
+  } finally {
+    await Deno.remove(empty, { recursive: true });
+  }
+  console.log(
+    `cold start (spawn to first served response, own deno.json only), ${runs} starts each, interleaved:`,
+  );
+  const medians: Record<string, number> = {};
+  for (const [name, list] of samples) medians[name] = median(list);
+  const floor = medians["(empty function)"] ?? 0;
+  for (const [name, list] of samples) {
+    const over = name === "(empty function)" ? "" : `  (+${(medians[name]! - floor).toFixed(1)} over empty)`;
     console.log(
-      `  ${name.padEnd(24)} ${medians[name].toFixed(1)} ms  (min ${Math.min(...samples).toFixed(1)})`,
+      `  ${name.padEnd(24)} median ${medians[name]!.toFixed(1)} ms, min ${
+        Math.min(...list).toFixed(1)
+      }${over}`,
     );
   }
-  await Deno.remove(empty, { recursive: true });
   const goal = medians["process-document"] ?? Infinity;
   console.log(`design goal: process-document under 100 ms: ${goal < 100 ? "met" : "NOT met"}\n`);
   return medians;
