@@ -8,10 +8,14 @@
  * `process-document` (a transaction of two inserts). Requests are sent one at a time and
  * the scenarios take turns request by request, so a noisy moment of the machine hits them all alike.
  * Figures to quote are the medians and the ratios of this one run.
+ *
+ * First it prints each function's cold start (scripts/bench/cold_start.ts): a fresh `deno serve` with only
+ * the function's own deno.json, from spawn to its first served response.
  */
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { signJwt } from "../tests/support/jwt.ts";
+import { reportColdStarts } from "./bench/cold_start.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
 const WARMUP = 50;
@@ -68,7 +72,7 @@ async function measure(list: Scenario[], requests: number): Promise<void> {
 
 function percentile(samples: number[], p: number): number {
   const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 function report(list: Scenario[]): void {
@@ -113,10 +117,12 @@ async function main() {
     throw new Error("--requests must be a whole number >= 10");
   }
 
+  await reportColdStarts(7);
+
   const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
   const [user] = await sql<{ id: string }[]>`
     insert into auth.users (email) values (${`bench-${crypto.randomUUID()}@bench.local`}) returning id`;
-  const token = await signJwt({ sub: user.id, role: "authenticated" });
+  const token = await signJwt({ sub: user!.id, role: "authenticated" });
   const server = await startServer();
   try {
     const list = scenarios(`http://127.0.0.1:${server.port}`, token, crypto.randomUUID().slice(0, 8));
@@ -130,7 +136,7 @@ async function main() {
     server.process.kill("SIGTERM");
     await server.process.status;
     // the user's documents and idempotency keys go with it (on delete cascade)
-    await sql`delete from auth.users where id = ${user.id}`;
+    await sql`delete from auth.users where id = ${user!.id}`;
     await sql.end();
   }
 }

@@ -17,7 +17,7 @@ async function demoUser(email: string): Promise<{ id: string; token: string }> {
     insert into auth.users (email) values (${email})
     on conflict (email) do update set updated_at = now()
     returning id`;
-  return { id: row.id, token: await signJwt({ sub: row.id, role: "authenticated", email }) };
+  return { id: row!.id, token: await signJwt({ sub: row!.id, role: "authenticated", email }) };
 }
 
 async function post(token: string, key: string, payload: unknown) {
@@ -34,7 +34,7 @@ async function documentCount(userId: string): Promise<number> {
   const [row] = await sql<
     { n: number }[]
   >`select count(*)::int as n from public.documents where user_id = ${userId}`;
-  return row.n;
+  return row!.n;
 }
 
 function line(step: string, r: { status: number; replay: string; body: unknown }, rows: number) {

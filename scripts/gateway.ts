@@ -5,7 +5,9 @@
  *
  *   deno run --allow-all scripts/gateway.ts
  *
- * Environment: PORT (default 54321), SUPABASE_JWT_SECRET (required when a function verifies JWTs), and
+ * Environment: PORT (default 54321), SUPABASE_JWT_SECRET (required when a function verifies JWTs),
+ * JWT_SIGNING_KEY_FILE (the stack's ES256 key, made on first start; its JWKS is served at
+ * /auth/v1/.well-known/jwks.json and ES256 tokens are verified through SUPABASE_URL), and
  * whatever the functions read themselves (SUPABASE_URL, SUPABASE_DB_URL, SUPABASE_ANON_KEY,
  * SUPABASE_SERVICE_ROLE_KEY), which they get from this process's environment. Everything is read once at
  * start: no request touches the file system. SIGTERM or SIGINT stops it after in-flight requests finish.
@@ -13,8 +15,9 @@
 
 import { parseFunctionSettings } from "./gateway/config.ts";
 import { loadFunctions } from "./gateway/discover.ts";
-import { createJwtVerifier } from "./gateway/jwt.ts";
+import { createJwtVerifier, loadSigningKey } from "./gateway/jwt.ts";
 import { createGatewayHandler } from "./gateway/server.ts";
+import { JWKS_PATH } from "../supabase/functions/_shared/idempotency/jwt.ts";
 import { closeDb } from "../supabase/functions/_shared/db.ts";
 import { closeDefaultStore } from "../supabase/functions/_shared/idempotency.ts";
 
@@ -31,7 +34,13 @@ async function main(): Promise<void> {
   if (needsJwt && !secret) {
     throw new Error("SUPABASE_JWT_SECRET is not set and a function has verify_jwt = true");
   }
-  const verifier = secret ? await createJwtVerifier(secret) : null;
+  // The stack's asymmetric signing key: its JWKS is served here and verified through SUPABASE_URL, as on
+  // a Supabase project with signing keys.
+  const keyFile = Deno.env.get("JWT_SIGNING_KEY_FILE");
+  const signingKey = keyFile ? await loadSigningKey(keyFile) : undefined;
+  const supabaseUrl = Deno.env.get("SUPABASE_URL");
+  const jwksUrl = signingKey && supabaseUrl ? `${supabaseUrl.replace(/\/+$/, "")}${JWKS_PATH}` : undefined;
+  const verifier = secret ? await createJwtVerifier(secret, undefined, jwksUrl ? { jwksUrl } : {}) : null;
 
   const server = Deno.serve(
     {
@@ -42,7 +51,7 @@ async function main(): Promise<void> {
         console.log(`functions gateway on http://${hostname}:${port}/functions/v1/: ${list.join(", ")}`);
       },
     },
-    createGatewayHandler({ functions, verifier }),
+    createGatewayHandler({ functions, verifier, ...(signingKey ? { jwks: signingKey.jwks } : {}) }),
   );
 
   let stopping = false;

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Installs the pinned toolchain: Debian's PostgreSQL 15 (+ pg_cron, pgTAP) and Redis, then Deno and the
-# Supabase CLI from npm (.tools/package.json + package-lock.json). Safe to run again: it only installs what
-# is missing, so a second run takes about a second.
+# Installs the pinned toolchain: Debian's PostgreSQL 15 (+ pg_cron, pgTAP, plpgsql_check) and Redis, then
+# Deno, the Supabase CLI and squawk from npm (.tools/package.json + package-lock.json). Safe to run again: it
+# only installs what is missing, so a second run takes about a second.
 set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
 
 # pg_prove (libtap-parser-sourcehandler-pgtap-perl) runs the pgTAP files where `supabase test db` would need Docker.
 # chromium: the browser test (tests/browser) drives it headless over the DevTools protocol.
+# postgresql-15-plpgsql-check: scripts/lint-sql.sh checks the plpgsql functions with it, as `supabase db lint` does.
 APT_PACKAGES=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl redis-server
-  chromium)
+  chromium postgresql-15-plpgsql-check)
 
 missing_apt() {
   local p
@@ -42,7 +43,7 @@ install_apt() {
 install_npm() {
   command -v npm >/dev/null || die "npm not found: install Node.js 20+ first"
   local stamp="$ROOT/.tools/node_modules/.installed-lock"
-  if [ -x "$TOOLS_BIN/deno" ] && [ -x "$TOOLS_BIN/supabase" ] && [ -f "$stamp" ] &&
+  if [ -x "$TOOLS_BIN/deno" ] && [ -x "$TOOLS_BIN/supabase" ] && [ -x "$TOOLS_BIN/squawk" ] && [ -f "$stamp" ] &&
     cmp -s "$stamp" "$ROOT/.tools/package-lock.json"; then
     return 0
   fi
@@ -52,6 +53,7 @@ install_npm() {
   [ -x "$TOOLS_BIN/deno" ] || die "npm installed no deno binary under $TOOLS_BIN"
   "$TOOLS_BIN/deno" --version >/dev/null || die "the deno binary from npm does not run"
   "$TOOLS_BIN/supabase" --version >/dev/null || die "the supabase binary from npm does not run"
+  "$TOOLS_BIN/squawk" --version >/dev/null || die "the squawk binary from npm does not run"
   cp "$ROOT/.tools/package-lock.json" "$stamp"
 }
 
@@ -60,6 +62,7 @@ install_apt
 [ -f "/usr/share/postgresql/15/extension/pg_cron.control" ] || die "pg_cron for PostgreSQL 15 is not installed"
 [ -f "/usr/share/postgresql/15/extension/pgtap.control" ] || die "pgTAP for PostgreSQL 15 is not installed"
 command -v redis-server >/dev/null || die "redis-server not found"
+[ -f "/usr/share/postgresql/15/extension/plpgsql_check.control" ] || die "plpgsql_check for PostgreSQL 15 is not installed"
 install_npm
 # Fetch and cache the npm: imports deno.json pins, so tests do not race to download them.
 (cd "$ROOT" && "$TOOLS_BIN/deno" install --quiet >/dev/null) || die "deno could not install the npm imports pinned in deno.json"

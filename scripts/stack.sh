@@ -94,6 +94,7 @@ start_gateway() {
   # The subshell backgrounds deno itself, so $! is deno's pid; stdout goes to the log, not to our caller.
   (
     cd "$ROOT" || exit 1
+    mkdir -p "$(dirname "$JWT_SIGNING_KEY_FILE")"
     SUPABASE_URL="$API_URL" SUPABASE_DB_URL="$DB_URL" SUPABASE_JWT_SECRET="$JWT_SECRET" \
       SUPABASE_ANON_KEY="$(sign_jwt anon)" SUPABASE_SERVICE_ROLE_KEY="$(sign_jwt service_role)" PORT="$API_PORT" \
       nohup deno run --allow-all --quiet scripts/gateway.ts >"$LOG_DIR/gateway.log" 2>&1 </dev/null &
@@ -153,6 +154,8 @@ FUNCTIONS_URL="$API_URL/functions/v1"
 DB_URL="$DB_URL"
 REDIS_URL="$REDIS_URL"
 JWT_SECRET="$JWT_SECRET"
+JWKS_URL="$API_URL/auth/v1/.well-known/jwks.json"
+JWT_SIGNING_KEY_FILE="$JWT_SIGNING_KEY_FILE"
 ANON_KEY="$(sign_jwt anon)"
 SERVICE_ROLE_KEY="$(sign_jwt service_role)"
 DB_STATUS="$db"

@@ -40,7 +40,31 @@ deno fmt --check >/dev/null 2>&1 || { deno fmt --check || true; echo "deno fmt -
 deno lint || status=1
 deno check supabase/functions scripts tests client bench/wait bench/peers/deno_server.ts || status=1
 
+say "deploy shape: each function type-checks with only its own deno.json"
+for fn_config in supabase/functions/*/deno.json; do
+  deno check --quiet --config "$fn_config" "$(dirname "$fn_config")/index.ts" || status=1
+done
+deno_test "deploy shape: each function loads and serves with only its own deno.json" tests/deploy
+
 deno_test "unit and store-contract tests" supabase/functions
+
+say "API reference: deno doc --lint, every export's tags (scripts/doc-check.ts), and its examples run"
+PUBLIC_ENTRIES=(supabase/functions/_shared/idempotency.ts supabase/functions/_shared/idempotency/redis.ts
+  supabase/functions/_shared/idempotency/jwt.ts)
+# deno doc warns that node-redis's types name @types/node; the lint result is the exit status
+if deno doc --lint "${PUBLIC_ENTRIES[@]}" >/dev/null 2>"$OUT"; then passed=$((passed + 1)); else
+  grep -v '^Warning\|^    at ' "$OUT" || true; failed=$((failed + 1)); status=1; fi
+if deno run --allow-run --allow-read scripts/doc-check.ts "${PUBLIC_ENTRIES[@]}"; then passed=$((passed + 1)); else
+  failed=$((failed + 1)); status=1; fi
+mapfile -t documented < <(ls supabase/functions/_shared/idempotency.ts supabase/functions/_shared/idempotency/*.ts \
+  supabase/functions/_shared/idempotency/stores/*.ts | grep -v -e '_test\.ts$' -e '_testing\.ts$' -e 'contract_suite\.ts$')
+deno_test "API reference: the examples in the doc comments (deno test --doc)" --doc "${documented[@]}"
+if deno check --quiet --doc-only docs/api.md; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+
+say "migrations as history: released migrations unchanged (supabase/migrations.sha256)"
+if scripts/migrations.sh check; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+say "SQL lint: squawk over the migrations, plpgsql_check over the functions"
+if scripts/lint-sql.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 
 say "database proofs: rollback, pgTAP, advisors"
 if scripts/db-check.sh 2>&1 | tee "$OUT"; then :; else status=1; fi

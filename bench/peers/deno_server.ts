@@ -13,9 +13,9 @@ import {
   type IdempotencyStore,
   MemoryStore,
   PostgresStore,
-  RedisStore,
   withIdempotency,
 } from "../../supabase/functions/_shared/idempotency.ts";
+import { RedisStore } from "../../supabase/functions/_shared/idempotency/redis.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
 const REDIS_URL = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:54380";

@@ -17,9 +17,9 @@ import {
   type IdempotencyStore,
   MemoryStore,
   PostgresStore,
-  RedisStore,
   withIdempotency,
 } from "../../supabase/functions/_shared/idempotency.ts";
+import { RedisStore } from "../../supabase/functions/_shared/idempotency/redis.ts";
 import { JWT_SECRET } from "../../tests/support/jwt.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
@@ -37,7 +37,7 @@ function deploy(stores: Record<string, IdempotencyStore>): Map<string, DeployedF
   const fns = new Map<string, DeployedFunction>([
     ["echo", { handler: echo, verifyJwt: true }],
     ["process-document", { handler: processDocument, verifyJwt: true }],
-    ["process-document+postgres", wrap(processDocument, "process-document", stores.postgres)],
+    ["process-document+postgres", wrap(processDocument, "process-document", stores.postgres!)],
   ]);
   for (const [name, store] of Object.entries(stores)) fns.set(`echo+${name}`, wrap(echo, "echo", store));
   return fns;

@@ -43,10 +43,10 @@ export function parseFunctionSettings(toml: string): Map<string, FunctionSetting
     if (line === "") return;
     const header = /^\[\s*([^\]]+?)\s*\]$/.exec(line);
     if (header) {
-      const path = header[1].split(".").map((part) => part.trim().replace(/^"(.*)"$/, "$1"));
-      if (path[0] === "functions" && path.length === 2 && FUNCTION_NAME.test(path[1])) {
-        current = settings.get(path[1]) ?? { ...DEFAULT_SETTINGS };
-        settings.set(path[1], current);
+      const path = header[1]!.split(".").map((part) => part.trim().replace(/^"(.*)"$/, "$1"));
+      if (path[0] === "functions" && path.length === 2 && FUNCTION_NAME.test(path[1]!)) {
+        current = settings.get(path[1]!) ?? { ...DEFAULT_SETTINGS };
+        settings.set(path[1]!, current);
       } else {
         current = null;
       }

@@ -24,18 +24,21 @@ export async function discoverFunctionNames(dir: URL): Promise<string[]> {
   return names.sort();
 }
 
-/** The handler a function module exports: `handler`, else a default export that is a function. */
+/**
+ * The handler a function module exports as Supabase's runtime reads it: `export default { fetch }`
+ * (`satisfies Deno.ServeDefaultExport`).
+ */
 export function handlerOf(module: Record<string, unknown>, name: string): Handler {
-  const candidate = module.handler ?? module.default;
-  if (typeof candidate !== "function") {
-    throw new Error(`supabase/functions/${name}/index.ts exports no handler (export const handler = ...)`);
+  const fetch = (module.default as { fetch?: unknown } | undefined)?.fetch;
+  if (typeof fetch !== "function") {
+    throw new Error(`supabase/functions/${name}/index.ts has no \`export default { fetch }\``);
   }
-  return candidate as Handler;
+  return fetch as Handler;
 }
 
 /**
- * Imports each function's `index.ts` once (its `import.meta.main` server does not start) and pairs the
- * handler with the function's config.toml settings.
+ * Imports each function's `index.ts` once and pairs its default export's `fetch` with the function's
+ * config.toml settings.
  */
 export async function loadFunctions(
   dir: URL,

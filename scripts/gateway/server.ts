@@ -4,8 +4,9 @@
  */
 
 import { PREFLIGHT_HEADERS, withCors } from "./cors.ts";
-import { JwtError, type JwtVerifier } from "./jwt.ts";
-import { bearerToken } from "../../supabase/functions/_shared/idempotency.ts";
+import { type GatewayJwtVerifier, JwtError } from "./jwt.ts";
+import { bearerToken, JWKS_PATH } from "../../supabase/functions/_shared/idempotency/jwt.ts";
+import { errorResponse, IdempotencyError } from "../../supabase/functions/_shared/idempotency.ts";
 
 /** A function as deployed: its exported handler and whether its callers need a valid JWT. */
 export interface DeployedFunction {
@@ -20,7 +21,9 @@ export interface GatewayOptions {
   /** The functions by name. */
   functions: ReadonlyMap<string, DeployedFunction>;
   /** Checks tokens; required when any function has `verifyJwt`. */
-  verifier: JwtVerifier | null;
+  verifier: GatewayJwtVerifier | null;
+  /** The JWKS document served at {@link JWKS_PATH} (the local stack's signing keys); none when absent. */
+  jwks?: { keys: JsonWebKey[] };
   /** Where a function's unexpected throw is reported; default `console.error`. */
   onError?: (name: string, error: unknown) => void;
 }
@@ -68,6 +71,9 @@ export function createGatewayHandler(
         ? Response.json({ status: "ok", functions: names })
         : gatewayError(405, "METHOD_NOT_ALLOWED", "use GET /health");
     }
+    if (path === JWKS_PATH && options.jwks) {
+      return Response.json(options.jwks, { headers: { "cache-control": "public, max-age=600" } });
+    }
     const name = functionNameOf(path);
     const fn = name === null ? undefined : functions.get(name);
     if (!fn) {
@@ -86,8 +92,10 @@ export function createGatewayHandler(
       try {
         await verifier!.verify(token);
       } catch (error) {
-        if (!(error instanceof JwtError)) throw error;
-        return gatewayError(401, "INVALID_JWT", error.message);
+        if (error instanceof JwtError) return gatewayError(401, "INVALID_JWT", error.message);
+        // the signing keys could not be fetched: an outage (503 AUTH_UNAVAILABLE), not a bad token
+        if (error instanceof IdempotencyError) return withCors(errorResponse(error));
+        throw error;
       }
     }
     try {

@@ -17,6 +17,9 @@ REDIS_URL="redis://127.0.0.1:${REDIS_PORT}"
 # second stack on other ports (DB_PORT=..., API_PORT=..., REDIS_PORT=...) run its own tests side by side.
 export SUPABASE_DB_URL="$DB_URL" API_URL REDIS_URL
 JWT_SECRET="super-secret-jwt-token-with-at-least-32-characters-long"
+# The stack's asymmetric (ES256) signing key, made by the gateway on first start; the gateway serves its public
+# half at $API_URL/auth/v1/.well-known/jwks.json. Tests sign user tokens with it.
+export JWT_SIGNING_KEY_FILE="$LOCAL_DIR/auth/jwt-signing-key.json"
 export PATH="$TOOLS_BIN:$PATH"
 export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 SUPABASE_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
 

@@ -70,7 +70,7 @@ as $$ select s.row = to_jsonb(pg_temp.row_of(p_key)) from snapshots s where s.la
 -- ---------------------------------------------------------------------------------------------------------
 -- started: a new key
 -- ---------------------------------------------------------------------------------------------------------
-select is(pg_temp.claim('a1', 'pgtap-begin-a', repeat('1', 64)), 'started', 'a new key is started');
+select is(pg_temp.claim('a1', 'pgtap-begin-a', repeat('1', 64)), 'started', 'rule new-key: a new key is started');
 select ok((pg_temp.call('a1')).lease_token is not null and (pg_temp.call('a1')).record_id is not null,
   'started returns a record id and a lease token');
 select results_eq(
@@ -106,7 +106,7 @@ select ok((pg_temp.row_of('pgtap-begin-a')).created_at >= now(),
 -- ---------------------------------------------------------------------------------------------------------
 select pg_temp.snap('a-processing', 'pgtap-begin-a');
 select is(pg_temp.claim('a2', 'pgtap-begin-a', repeat('1', 64)), 'in_progress',
-  'the same request while the first runs is in_progress');
+  'rule in-flight: the same request while the first runs is in_progress');
 select is((pg_temp.call('a2')).record_id, (pg_temp.call('a1')).record_id,
   'in_progress names the same record');
 select is((pg_temp.call('a2')).lease_token, null, 'in_progress hands out no lease token');
@@ -119,7 +119,7 @@ select ok(pg_temp.unchanged_since('a-processing', 'pgtap-begin-a'), 'in_progress
 
 -- mismatch while processing
 select is(pg_temp.claim('a4', 'pgtap-begin-a', repeat('2', 64)), 'mismatch',
-  'the same key with another fingerprint is a mismatch');
+  'rule mismatch: the same key with another fingerprint is a mismatch');
 select ok((pg_temp.call('a4')).record_id = (pg_temp.call('a1')).record_id
   and (pg_temp.call('a4')).lease_token is null, 'mismatch names the record and hands out no lease');
 select ok(pg_temp.unchanged_since('a-processing', 'pgtap-begin-a'), 'a mismatch changes nothing in the row');
@@ -174,7 +174,7 @@ select ok(pg_temp.unchanged_since('a-completed', 'pgtap-begin-a'),
 -- replay
 -- ---------------------------------------------------------------------------------------------------------
 select is(pg_temp.claim('a6', 'pgtap-begin-a', repeat('1', 64)), 'replay',
-  'the same request after completion is a replay');
+  'rule replay: the same request after completion is a replay');
 select results_eq(
   $$
     select record_id, lease_token, status_code, response, response_encoding, response_headers,
@@ -194,7 +194,7 @@ select ok((pg_temp.row_of('pgtap-begin-a')).replay_count = 2
   and (pg_temp.row_of('pgtap-begin-a')).last_replayed_at is not null,
   'the row counts replays and stamps the last');
 select is(pg_temp.claim('a8', 'pgtap-begin-a', repeat('2', 64)), 'mismatch',
-  'another fingerprint on a completed key is a mismatch');
+  'rule mismatch: another fingerprint on a completed key is a mismatch');
 select is((pg_temp.row_of('pgtap-begin-a')).replay_count, 2, 'a mismatch is not counted as a replay');
 
 -- ---------------------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ select results_eq(
 select is(pg_temp.claim('b2', 'pgtap-begin-b', repeat('2', 64)), 'mismatch',
   'a failed key is taken over by the same request only');
 select is(pg_temp.claim('b3', 'pgtap-begin-b', repeat('1', 64)), 'started',
-  'the same request takes a failed key over');
+  'rule retry-after-failure: the same request takes a failed key over');
 select results_eq(
   $$
     select b3.record_id, b3.attempt_count, b3.lease_token <> b1.lease_token
@@ -246,9 +246,9 @@ select is(pg_temp.claim('c1', 'pgtap-begin-c', repeat('1', 64)), 'started', 'key
 update public.idempotency_keys set locked_until = now() - interval '1 second'
 where idempotency_key = 'pgtap-begin-c' and user_id is null;
 select is(pg_temp.claim('c2', 'pgtap-begin-c', repeat('2', 64)), 'mismatch',
-  'another request does not take over an abandoned key');
+  'rule mismatch: another request does not take over an abandoned key');
 select is(pg_temp.claim('c3', 'pgtap-begin-c', repeat('1', 64)), 'started',
-  'the same request takes over a key whose lease ran out');
+  'rule takeover: the same request takes over a key whose lease ran out');
 select results_eq(
   $$
     select c3.record_id, c3.attempt_count, c3.lease_token <> c1.lease_token
@@ -279,7 +279,7 @@ set created_at = now() - interval '2 days', started_at = now() - interval '2 day
   completed_at = now() - interval '2 days', expires_at = now() - interval '1 hour'
 where idempotency_key = 'pgtap-begin-d' and user_id is null;
 select is(pg_temp.claim('d3', 'pgtap-begin-d', repeat('2', 64)), 'started',
-  'an expired key is started again, even for another request');
+  'rule expired-restart: an expired key is started again, even for another request');
 select results_eq(
   $$select record_id, attempt_count, replay_count, expires_at > now() from calls where label = 'd3'$$,
   $$select record_id, 1, 0, true from calls where label = 'd1'$$,
@@ -327,7 +327,7 @@ select is(pg_temp.claim('f4', 'pgtap-begin-f', repeat('1', 64)), 'in_progress',
 -- bad input
 -- ---------------------------------------------------------------------------------------------------------
 select throws_ok($$select pg_temp.claim('g1', 'pgtap-begin-g', repeat('1', 64), null, 0, 30)$$, '22023',
-  'ttl must be at least 1 second, got 0', 'a TTL of 0 is rejected');
+  'ttl must be at least 1 second, got 0', 'rule invalid-durations: a TTL of 0 is rejected');
 select throws_ok($$select pg_temp.claim('g2', 'pgtap-begin-g', repeat('1', 64), null, null, 30)$$, '22023',
   'ttl must be at least 1 second, got <NULL>', 'a null TTL is rejected');
 select throws_ok($$select pg_temp.claim('g3', 'pgtap-begin-g', repeat('1', 64), null, 60, 0)$$, '22023',
@@ -344,7 +344,7 @@ select is(pg_temp.claim('h1', 'pgtap-begin-h', repeat('1', 64)), 'started', 'key
 update public.idempotency_keys set created_at = now() - interval '2 hours', expires_at = now() - interval '1 second'
 where idempotency_key = 'pgtap-begin-h';
 select is(pg_temp.claim('h2', 'pgtap-begin-h', repeat('1', 64)), 'in_progress',
-  'an expired key whose lease is live stays in progress: its worker is still running');
+  'rule lease-outlives-ttl: an expired key whose lease is live stays in progress: its worker is still running');
 update public.idempotency_keys set locked_until = now() - interval '1 second'
 where idempotency_key = 'pgtap-begin-h';
 select is(pg_temp.claim('h3', 'pgtap-begin-h', repeat('1', 64)), 'started',

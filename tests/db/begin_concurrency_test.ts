@@ -43,7 +43,7 @@ function randomHex(bytes: number): string {
 
 /** A positive 31-bit advisory lock key, so that pg_locks shows it whole in objid (classid 0). */
 function randomLockKey(): number {
-  return crypto.getRandomValues(new Uint32Array(1))[0] & 0x7fffffff;
+  return crypto.getRandomValues(new Uint32Array(1))[0]! & 0x7fffffff;
 }
 
 /**
@@ -61,7 +61,7 @@ async function connect(): Promise<Connections> {
   const pool = postgres(DB_URL, options);
   const gate = postgres(DB_URL, { ...options, max: 1 });
   const workers = await Promise.all(Array.from({ length: WORKERS }, () => pool.reserve()));
-  const pids = await Promise.all(workers.map(async (w) => (await w`select pg_backend_pid() as pid`)[0].pid));
+  const pids = await Promise.all(workers.map(async (w) => (await w`select pg_backend_pid() as pid`)[0]!.pid));
   assert.equal(new Set(pids).size, WORKERS, "every worker has its own server connection");
   return { pool, workers, gate };
 }
@@ -90,9 +90,11 @@ async function throughBarrier<T>(
     results = Promise.allSettled(statements.map((run) => run(lockKey)));
     const deadline = Date.now() + BARRIER_TIMEOUT_MS;
     for (;;) {
-      const [{ waiting }] = await gate`
+      const [{ waiting }] = (await gate`
         select count(*)::int as waiting from pg_locks
-        where locktype = 'advisory' and classid = 0 and objid = ${lockKey} and objsubid = 1 and not granted`;
+        where locktype = 'advisory' and classid = 0 and objid = ${lockKey} and objsubid = 1 and not granted`) as [
+        { waiting: number },
+      ];
       if (waiting === statements.length) break;
       if (Date.now() > deadline) {
         throw new Error(`only ${waiting} of ${statements.length} statements reached the barrier`);
@@ -119,7 +121,7 @@ function gatedBegin(conn: Reserved, key: string, fingerprint: string) {
         null, ${FUNCTION_NAME}, ${fingerprint}, 60, 30
       ) as b`;
     assert.equal(rows.length, 1, "idempotency_begin returns one row");
-    return rows[0];
+    return rows[0]!;
   };
 }
 
@@ -128,7 +130,7 @@ async function begin(conn: Reserved, key: string, fingerprint: string): Promise<
   const [row] = await conn<BeginRow[]>`
     select b.outcome, b.record_id, b.lease_token, b.retry_after_seconds, b.attempt_count, b.replay_count
     from public.idempotency_begin(${key}, null, ${FUNCTION_NAME}, ${fingerprint}, 60, 30) as b`;
-  return row;
+  return row!;
 }
 
 function fulfilled<T>(settled: PromiseSettledResult<T>[]): T[] {
@@ -191,7 +193,7 @@ Deno.test("the holder completes in the middle of a burst: the rest see in_progre
     const key = `conc-${runId}-mid`;
     const fingerprint = randomHex(32);
     const [holder, ...others] = conns.workers;
-    const claim = await begin(holder, key, fingerprint);
+    const claim = await begin(holder!, key, fingerprint);
     assert.equal(claim.outcome, "started");
 
     // Wave 1, before the holder finishes: the other 49 all see in_progress.
@@ -208,7 +210,7 @@ Deno.test("the holder completes in the middle of a burst: the rest see in_progre
     // others claims three times in a row, so that claims land before, while and after the completion commits.
     const CLAIMS_EACH = 3;
     const complete = async (lockKey: number) => {
-      const [{ done }] = await holder`
+      const [{ done }] = (await holder!`
         select public.idempotency_complete(
           ${claim.record_id}::uuid,
           ${claim.lease_token}::uuid,
@@ -216,8 +218,8 @@ Deno.test("the holder completes in the middle of a burst: the rest see in_progre
           convert_to('{"ok":true}', 'UTF8'),
           'identity',
           '{"content-type": "application/json"}'::jsonb
-        ) as done`;
-      return done as boolean;
+        ) as done`) as [{ done: boolean }];
+      return done;
     };
     const bursts = others.map((w) => async (lockKey: number) => {
       const rows = [await gatedBegin(w, key, fingerprint)(lockKey)];

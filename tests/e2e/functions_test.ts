@@ -28,15 +28,15 @@ e2eTest("process-document stores the document and its job with the computed figu
            j.status, j.operations, j.result, j.user_id as job_user
     from public.documents d join public.document_processing_jobs j on j.document_id = d.id
     where d.id = ${res.body.document_id} and j.id = ${res.body.job_id} and d.user_id = ${user.id}`;
-  assert.equal(doc.content, content);
-  assert.equal(doc.word_count, 13);
+  assert.equal(doc!.content, content);
+  assert.equal(doc!.word_count, 13);
   assert.equal(res.body.word_count, 13);
-  assert.equal(doc.content_sha256, doc.db_sha, "the function's SHA-256 must match Postgres's");
-  assert.equal(res.body.content_sha256, doc.db_sha);
-  assert.equal(doc.status, "completed");
-  assert.deepEqual(doc.operations, ["summary", "keywords"]);
-  assert.deepEqual(doc.result, res.body.result);
-  assert.equal(doc.job_user, user.id);
+  assert.equal(doc!.content_sha256, doc!.db_sha, "the function's SHA-256 must match Postgres's");
+  assert.equal(res.body.content_sha256, doc!.db_sha);
+  assert.equal(doc!.status, "completed");
+  assert.deepEqual(doc!.operations, ["summary", "keywords"]);
+  assert.deepEqual(doc!.result, res.body.result);
+  assert.equal(doc!.job_user, user.id);
 });
 
 e2eTest("start-training queues one job per key, and replays it", async (t) => {
@@ -55,8 +55,8 @@ e2eTest("start-training queues one job per key, and replays it", async (t) => {
   const rows = await t
     .sql`select id, model_name, hyperparameters, status from public.training_jobs where user_id = ${user.id}`;
   assert.equal(rows.length, 1);
-  assert.equal(rows[0].id, first.body.job_id);
-  assert.deepEqual(rows[0].hyperparameters, hyperparameters);
+  assert.equal(rows[0]!.id, first.body.job_id);
+  assert.deepEqual(rows[0]!.hyperparameters, hyperparameters);
 });
 
 e2eTest(
@@ -102,19 +102,19 @@ e2eTest("generate-training-data stores a deterministic dataset and its stats", a
     where d.user_id = ${user.id} order by d.created_at`;
   assert.equal(datasets.length, 2);
   assert.deepEqual(
-    datasets[0].examples,
-    datasets[1].examples,
+    datasets[0]!.examples,
+    datasets[1]!.examples,
     "the same seed must generate the same examples",
   );
-  assert.equal(datasets[0].examples.length, 120);
-  assert.deepEqual(datasets[0].examples.slice(0, 3), a.body.preview);
-  const labels = datasets[0].label_counts;
+  assert.equal(datasets[0]!.examples.length, 120);
+  assert.deepEqual(datasets[0]!.examples.slice(0, 3), a.body.preview);
+  const labels = datasets[0]!.label_counts;
   assert.deepEqual(Object.keys(labels).sort(), ["ham", "spam"]);
   assert.equal(labels.ham + labels.spam, 120);
   assert.deepEqual(labels, a.body.stats.label_counts);
-  assert.equal(Number(datasets[0].avg_prompt_chars), a.body.stats.avg_prompt_chars);
-  assert.equal(Number(datasets[0].avg_completion_chars), a.body.stats.avg_completion_chars);
-  assert.equal(datasets[0].stats_user, user.id);
+  assert.equal(Number(datasets[0]!.avg_prompt_chars), a.body.stats.avg_prompt_chars);
+  assert.equal(Number(datasets[0]!.avg_completion_chars), a.body.stats.avg_completion_chars);
+  assert.equal(datasets[0]!.stats_user, user.id);
 });
 
 e2eTest("generate-training-data: count outside 1..1000 is a 400 and nothing is stored", async (t) => {
@@ -153,7 +153,7 @@ e2eTest("start-training trains on the caller's own dataset only; another's is a 
   assert.equal(own.status, 201);
   assert.equal(own.body.dataset_id, dataset.body.dataset_id);
   const [job] = await t.sql`select dataset_id from public.training_jobs where id = ${own.body.job_id}`;
-  assert.equal(job.dataset_id, dataset.body.dataset_id);
+  assert.equal(job!.dataset_id, dataset.body.dataset_id);
 
   const key = t.newKey();
   const foreign = await callFunction("start-training", { token: bob.token, key, body });
@@ -217,7 +217,7 @@ e2eTest(
     );
     const ok = calls.filter((c) => c.error === null);
     assert.ok(ok.length >= 1);
-    for (const c of ok) assert.equal(c.data.document_id, ok[0].data.document_id);
+    for (const c of ok) assert.equal(c.data.document_id, ok[0]!.data.document_id);
     for (const c of calls.filter((c) => c.error !== null)) {
       assert.equal(c.response?.status, 409);
       await c.response?.body?.cancel();

@@ -170,12 +170,12 @@ Deno.test("JWT verifier: signature, algorithm, exp and nbf", async () => {
     );
   await refuses(await signJwt({ role: "anon", exp: now }), /expired/);
   await refuses(await signJwt({ role: "anon", exp: now + 60, nbf: now + 30 }), /not valid yet/);
-  await refuses(await signJwt({ role: "anon", exp: "later" }), /no expiry/);
+  await refuses(await signJwt({ role: "anon", exp: "later" }), /expired|no expiry/);
   await refuses(await signJwt({ role: "anon", exp: now + 60 }, "y".repeat(40)), /signature/);
   await refuses(good.slice(0, -2) + (good.endsWith("AA") ? "BB" : "AA"), /signature|base64url/);
   await refuses("a.b", /not a JWT/);
   const [, payload, signature] = good.split(".");
-  await refuses(`${part({ alg: "HS512" })}.${payload}.${signature}`, /HS256/);
+  await refuses(`${part({ alg: "HS512" })}.${payload}.${signature}`, /alg HS512 is not accepted/);
   await assert.rejects(createJwtVerifier("short"));
 });
 

@@ -185,7 +185,7 @@ e2eTest("100 truly concurrent identical requests run the work exactly once, with
   assert.deepEqual(statuses.filter((s) => s !== 201 && s !== 409), [], `unexpected statuses: ${statuses}`);
   const firstRuns = results.filter((r) => r.status === 201 && r.replay === "false");
   assert.equal(firstRuns.length, 1, "exactly one request runs the work");
-  for (const r of results.filter((r) => r.status === 201)) assert.equal(r.text, firstRuns[0].text);
+  for (const r of results.filter((r) => r.status === 201)) assert.equal(r.text, firstRuns[0]!.text);
   for (const r of results.filter((r) => r.status === 409)) {
     assert.equal(r.body.error.code, "REQUEST_IN_PROGRESS");
     assert.ok(Number(r.headers.get("retry-after")) >= 1);
@@ -209,7 +209,7 @@ e2eTest("two users with the same key get two runs and never each other's answer"
   assert.equal(await countRows(t.sql, "documents", alice.id), 1);
   assert.equal(await countRows(t.sql, "documents", bob.id), 1);
   const [owner] = await t.sql`select user_id from public.documents where id = ${b.body.document_id}`;
-  assert.equal(owner.user_id, bob.id);
+  assert.equal(owner!.user_id, bob.id);
   // and each one's retry replays their own
   assert.equal((await callFunction(FN, { token: alice.token, key, body })).text, a.text);
   assert.equal((await callFunction(FN, { token: bob.token, key, body })).text, b.text);
@@ -236,7 +236,7 @@ e2eTest(
     assert.deepEqual(docs.map((d) => d.user_id), [null]);
     const [job] = await t
       .sql`select user_id from public.document_processing_jobs where id = ${first.body.job_id}`;
-    assert.equal(job.user_id, null);
+    assert.equal(job!.user_id, null);
     assert.equal((await keyRow(t.sql, key, null))?.status, "completed");
 
     // a user with the same key is another scope: it runs, and never gets the service's answer
@@ -298,7 +298,7 @@ e2eTest(
     // The fingerprint of this request, as the helper computes it, from a completed run of it.
     const seedKey = t.newKey();
     assert.equal((await callFunction(FN, { token: user.token, key: seedKey, body })).status, 201);
-    const [{ request_fingerprint: fingerprint }] = await t.sql<{ request_fingerprint: string }[]>`
+    const [{ request_fingerprint: fingerprint }] = await t.sql<[{ request_fingerprint: string }]>`
     select request_fingerprint from public.idempotency_keys where idempotency_key = ${seedKey} and user_id = ${user.id}`;
 
     // A worker claimed the key and still holds it: a duplicate must wait.

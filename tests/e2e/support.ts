@@ -52,10 +52,10 @@ export function e2eTest(name: string, fn: (ctx: E2eContext) => Promise<void>): v
         const [row] = await sql<
           { id: string }[]
         >`insert into auth.users (email) values (${email}) returning id`;
-        users.push(row.id);
+        users.push(row!.id);
         return {
-          id: row.id,
-          token: await signJwt({ sub: row.id, role: "authenticated", aud: "authenticated", email }),
+          id: row!.id,
+          token: await signJwt({ sub: row!.id, role: "authenticated", aud: "authenticated", email }),
         };
       },
       newKey: () => `e2e-${crypto.randomUUID()}`,
@@ -77,7 +77,7 @@ export function e2eTest(name: string, fn: (ctx: E2eContext) => Promise<void>): v
 /** One request to a function. */
 export interface CallOptions {
   /** The bearer token; none when omitted. */
-  token?: string;
+  token?: string | undefined;
   /** Sent as `Idempotency-Key`. */
   key?: string;
   /** Any other headers (e.g. `X-Idempotency-Key`). */
@@ -110,7 +110,7 @@ export async function callFunction(name: string, options: CallOptions = {}): Pro
     method: options.method ?? "POST",
     headers,
     body: options.body === undefined
-      ? undefined
+      ? null
       : typeof options.body === "string"
       ? options.body
       : JSON.stringify(options.body),
@@ -138,7 +138,7 @@ export async function countRows(sql: postgres.Sql, table: string, userId: string
   const [row] = await sql<{ n: number }[]>`select count(*)::int as n from ${
     sql(table)
   } where user_id = ${userId}`;
-  return row.n;
+  return row!.n;
 }
 
 /** The idempotency_keys row of `key` for `userId` (null: the shared scope), or undefined. */

@@ -43,15 +43,15 @@ async function seed(sql: postgres.Sql, userId: string): Promise<void> {
     insert into public.documents (user_id, title, content, content_sha256, word_count)
     values (${userId}, 'T', 'C', ${"0".repeat(64)}, 1) returning id`;
   await sql`insert into public.document_processing_jobs (document_id, user_id, operations)
-    values (${doc.id}, ${userId}, '{summary}')`;
+    values (${doc!.id}, ${userId}, '{summary}')`;
   const [ds] = await sql`
     insert into public.training_datasets (user_id, name, task, seed, template, example_count, examples)
     values (${userId}, 'D', 'summarization', 1, '{text}', 1, '[]') returning id`;
   await sql`insert into public.training_dataset_stats
     (dataset_id, user_id, example_count, avg_prompt_chars, avg_completion_chars)
-    values (${ds.id}, ${userId}, 1, 1, 1)`;
+    values (${ds!.id}, ${userId}, 1, 1, 1)`;
   await sql`insert into public.training_jobs (user_id, model_name, dataset_id, hyperparameters)
-    values (${userId}, 'm', ${ds.id}, '{}')`;
+    values (${userId}, 'm', ${ds!.id}, '{}')`;
 }
 
 e2eTest("every table has RLS on and Supabase's default grants taken back from anon", async ({ sql }) => {
@@ -142,7 +142,7 @@ e2eTest("deleting a user deletes their rows; deleting a dataset keeps its jobs",
   await seed(t.sql, alice.id);
   await t.sql`delete from public.training_datasets where user_id = ${alice.id}`;
   const [job] = await t.sql`select dataset_id from public.training_jobs where user_id = ${alice.id}`;
-  assert.equal(job.dataset_id, null);
+  assert.equal(job!.dataset_id, null);
   assert.equal(
     (await t.sql`select 1 from public.training_dataset_stats where user_id = ${alice.id}`).length,
     0,

@@ -5,30 +5,26 @@
  */
 
 import { FunctionError } from "./http.ts";
-import { createJwtCallerResolver, IdempotencyError } from "./idempotency.ts";
+import { createJwtCallerResolver } from "./idempotency.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * The helper's default resolver: the bearer JWT's `sub` is a user, a `service_role` key without one is the
- * service, anything else is anonymous. It checks the HS256 signature when `SUPABASE_JWT_SECRET` is set
- * (else the gateway did, as `verify_jwt = true` asks). Stateless.
+ * service, anything else is anonymous. It verifies ES256/RS256 tokens against the project's JWKS
+ * (`SUPABASE_URL`) and HS256 tokens when `SUPABASE_JWT_SECRET` is set (else the gateway did, as
+ * `verify_jwt = true` asks). It caches the project's signing keys for the isolate's life.
  */
 const resolveCaller = createJwtCallerResolver();
 
 /**
  * The owner of the rows `req` creates: the user's id, or `null` for the service role. Anyone else (the
  * anon key alone, no token, a bad or expired token) is 401 AUTH_REQUIRED: these functions write rows that
- * belong to a user or to the service, never to the public.
+ * belong to a user or to the service, never to the public. A refused token rejects with the resolver's
+ * `JwtError`, itself a 401 `AUTH_REQUIRED` of the same error family.
  */
 export async function rowOwnerOf(req: Request): Promise<string | null> {
-  let caller;
-  try {
-    caller = await resolveCaller(req);
-  } catch (error) {
-    if (error instanceof IdempotencyError) throw new FunctionError("AUTH_REQUIRED", error.message);
-    throw error;
-  }
+  const caller = await resolveCaller(req);
   switch (caller.kind) {
     case "user":
       if (!UUID.test(caller.userId)) {

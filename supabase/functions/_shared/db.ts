@@ -3,7 +3,7 @@
  * Supabase sets in every deployed function.
  */
 
-import postgres from "postgres";
+import postgres from "npm:postgres@3.4.9";
 import { preparedStatementsSupported } from "./idempotency.ts";
 
 /** A `npm:postgres` client (a pool; `sql.begin` runs one transaction on one connection). */

@@ -1,44 +1,25 @@
 /**
- * HTTP plumbing the edge functions share: their typed errors, JSON responses, and the wrapper that turns a
- * thrown error into the toolkit's `{ "error": { "code", "message" } }` answer.
+ * HTTP plumbing the edge functions share: their typed errors (members of the toolkit's one error family),
+ * JSON responses, and the wrapper that turns a thrown error into `{ "error": { "code", "message" } }`.
  */
 
-/** The functions' own error codes and the status each answers with. Stable: clients may switch on them. */
-export const FunctionErrorCodes = {
-  /** The body is not JSON, or a field is missing or wrong; the message names the field. */
-  INVALID_REQUEST: 400,
-  /** The call has no user and is not the service role (an anon key alone). */
-  AUTH_REQUIRED: 401,
-  /** Something the request refers to (e.g. a dataset) does not exist for this caller. */
-  NOT_FOUND: 404,
-  /** The function accepts another HTTP method; `Allow` says which. */
-  METHOD_NOT_ALLOWED: 405,
-  /** The work failed unexpectedly (e.g. the database refused it); nothing was written. */
-  INTERNAL_ERROR: 500,
-} as const;
+import { type ErrorCode, errorResponse, IdempotencyError } from "./idempotency.ts";
 
-/** One of the functions' error codes. */
-export type FunctionErrorCode = keyof typeof FunctionErrorCodes;
+/** The codes the functions' own errors use (a subset of the family's `ErrorCodes`). */
+export type FunctionErrorCode = Extract<
+  ErrorCode,
+  "INVALID_REQUEST" | "AUTH_REQUIRED" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "INTERNAL_ERROR"
+>;
 
-/** An error a client sees as `{ "error": { "code", "message" } }` with the code's HTTP status. */
-export class FunctionError extends Error {
-  /** The stable code. */
-  readonly code: FunctionErrorCode;
-  /** The HTTP status. */
-  readonly status: number;
-  /** Extra response headers (e.g. `Allow` on 405). */
-  readonly headers: Record<string, string>;
-
+/** A function's own error: an {@link IdempotencyError}, so it has the family's code, status and JSON shape. */
+export class FunctionError extends IdempotencyError {
   constructor(
     code: FunctionErrorCode,
     message: string,
     options: { headers?: Record<string, string>; cause?: unknown } = {},
   ) {
-    super(message, { cause: options.cause });
+    super(code, message, options);
     this.name = "FunctionError";
-    this.code = code;
-    this.status = FunctionErrorCodes[code];
-    this.headers = options.headers ?? {};
   }
 }
 
@@ -50,22 +31,17 @@ export function jsonResponse(body: unknown, status = 200, headers: Record<string
   });
 }
 
-/** The JSON error response for `error`. */
-export function functionErrorResponse(error: FunctionError): Response {
-  return jsonResponse({ error: { code: error.code, message: error.message } }, error.status, error.headers);
-}
-
 /**
- * Runs `work`; a {@link FunctionError} becomes its JSON answer, anything else is logged and becomes a
- * 500 `INTERNAL_ERROR` whose message does not leak internals.
+ * Runs `work`; an error of the family (a {@link FunctionError}, a refused JWT, ...) becomes its JSON answer,
+ * anything else is logged and becomes a 500 `INTERNAL_ERROR` whose message does not leak internals.
  */
 export async function respond(work: () => Promise<Response>): Promise<Response> {
   try {
     return await work();
   } catch (error) {
-    if (error instanceof FunctionError) return functionErrorResponse(error);
+    if (error instanceof IdempotencyError) return errorResponse(error);
     console.error("edge function failed:", error);
-    return functionErrorResponse(new FunctionError("INTERNAL_ERROR", "the request could not be completed"));
+    return errorResponse(new FunctionError("INTERNAL_ERROR", "the request could not be completed"));
   }
 }
 

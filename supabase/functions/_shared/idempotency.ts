@@ -1,10 +1,26 @@
 /**
  * Idempotency for Supabase Edge Functions: the one module a function imports.
  *
- * ```ts
- * import { withIdempotency } from "../_shared/idempotency.ts";
+ * A client sends `Idempotency-Key`; the first request runs, every retry gets the first response back with
+ * `X-Idempotency-Replay: true`, concurrent duplicates never both run, and no user sees another's response.
  *
- * Deno.serve(withIdempotency(handler, { functionName: "process-document" }));
+ * What is here: {@link withIdempotency} and its options; direct calls for code that manages keys itself
+ * ({@link createIdempotencyKey}, {@link storeIdempotencyResult}, ...); the stores ({@link PostgresStore}, the
+ * default, and {@link MemoryStore}) and their contract; who the caller is (JWTs); the one error family.
+ * Backends and helpers with heavier dependencies have their own import path: the Redis store is
+ * `./idempotency/redis.ts`, JWT verification is `./idempotency/jwt.ts`.
+ *
+ * @example Make a function idempotent
+ * ```ts
+ * import { MemoryStore, withIdempotency } from "./idempotency.ts";
+ *
+ * // the default store is Postgres (SUPABASE_DB_URL); a MemoryStore keeps this example self-contained
+ * const fetch = withIdempotency(
+ *   () => Response.json({ charged: true }, { status: 201 }),
+ *   { functionName: "charge", store: new MemoryStore(), anonymous: "shared" },
+ * );
+ * const entry = { fetch } satisfies Deno.ServeDefaultExport; // `export default entry;` in index.ts
+ * console.assert(typeof entry.fetch === "function");
  * ```
  *
  * @module
@@ -22,8 +38,6 @@ export {
   defaultStore,
   type IdempotencyLogger,
   type IdempotencyOptions,
-  type ResolvedIdempotencyOptions,
-  resolveOptions,
 } from "./idempotency/options.ts";
 export {
   checkIdempotency,
@@ -33,48 +47,24 @@ export {
   storeIdempotencyResult,
   type StoreOption,
 } from "./idempotency/api.ts";
+export { generateIdempotencyKey, getIdempotencyKey, isValidIdempotencyKey } from "./idempotency/key.ts";
+export { type FingerprintInput, requestFingerprint } from "./idempotency/fingerprint.ts";
+export { BODY_OMITTED_HEADER, corsHeaders, REPLAY_HEADER, withCorsHeaders } from "./idempotency/headers.ts";
 export {
-  generateIdempotencyKey,
-  getIdempotencyKey,
-  IDEMPOTENCY_KEY_HEADERS,
-  isValidIdempotencyKey,
-} from "./idempotency/key.ts";
-export { canonicalJson, type FingerprintInput, requestFingerprint } from "./idempotency/fingerprint.ts";
-export {
-  BODY_OMITTED_HEADER,
-  corsHeaders,
-  isReplayableHeader,
-  REPLAY_HEADER,
-  replayableHeaders,
-  RETRY_AFTER_MS_HEADER,
-  UNSAFE_RESPONSE_HEADERS,
-  withCorsHeaders,
-} from "./idempotency/headers.ts";
-export {
-  buildResponse,
-  decodeBody,
-  encodeBody,
-  type EncodedBody,
-  type EncodeOptions,
-  fromStoredResponse,
-  gunzip,
-  gzip,
-  type StoreResponseOptions,
-  toStoredResponse,
-} from "./idempotency/codec.ts";
-export {
-  bearerToken,
   type Caller,
-  callerFromUserId,
   createJwtCallerResolver,
   createJwtUserResolver,
-  decodeJwtClaimsUnverified,
   type GetUserId,
-  type JwtClaims,
   type JwtUserResolverOptions,
-  verifyHs256Jwt,
 } from "./idempotency/auth.ts";
-export { type ErrorCode, ErrorCodes, errorResponse, IdempotencyError } from "./idempotency/errors.ts";
+export { JwtError } from "./idempotency/jwt.ts";
+export {
+  type ErrorCode,
+  ErrorCodes,
+  errorResponse,
+  IdempotencyError,
+  type IdempotencyErrorOptions,
+} from "./idempotency/errors.ts";
 export type {
   BeginInput,
   BeginResult,
@@ -86,13 +76,8 @@ export type {
 } from "./idempotency/store.ts";
 export { MemoryStore, type MemoryStoreOptions } from "./idempotency/stores/memory.ts";
 export {
+  type PostgresClient,
   PostgresStore,
   type PostgresStoreOptions,
   preparedStatementsSupported,
 } from "./idempotency/stores/postgres.ts";
-export {
-  type RedisScriptClient,
-  type RedisScriptOptions,
-  RedisStore,
-  type RedisStoreOptions,
-} from "./idempotency/stores/redis.ts";

@@ -35,9 +35,9 @@ export async function generateTrainingData(
     await tx`
       insert into public.training_dataset_stats
         (dataset_id, user_id, example_count, avg_prompt_chars, avg_completion_chars, label_counts)
-      values (${dataset.id}, ${userId}, ${stats.example_count}, ${stats.avg_prompt_chars},
+      values (${dataset!.id}, ${userId}, ${stats.example_count}, ${stats.avg_prompt_chars},
         ${stats.avg_completion_chars}, ${jsonb(tx, stats.label_counts)})`;
-    return dataset.id;
+    return dataset!.id;
   });
   return {
     dataset_id: datasetId,

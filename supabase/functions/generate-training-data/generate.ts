@@ -65,7 +65,7 @@ export function seededRandom(seed: number): () => number {
 
 /** Fills `{text}`, `{subject}`, `{aspect}` and `{index}` in `template`. */
 export function fillTemplate(template: string, values: Record<string, string>): string {
-  return template.replace(/\{(text|subject|aspect|index)\}/g, (_, name: string) => values[name]);
+  return template.replace(/\{(text|subject|aspect|index)\}/g, (_, name: string) => values[name] ?? "");
 }
 
 const capitalize = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
@@ -73,7 +73,7 @@ const capitalize = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
 /** The `input.count` examples for `input`: a pure function of task, count, seed, template and labels. */
 export function generateExamples(input: GenerateTrainingDataInput): Example[] {
   const random = seededRandom(input.seed);
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
   const examples: Example[] = [];
   for (let i = 0; i < input.count; i++) {
     const subject = pick(SUBJECTS);

@@ -55,9 +55,9 @@ Deno.test("generate-training-data: templates fill every placeholder", () => {
     template: "#{index} {subject}/{aspect}",
   });
   const [first, second] = generateExamples(input);
-  assert.match(first.prompt, /^#1 the [a-z ]+\/[a-z]+$/);
-  assert.match(second.prompt, /^#2 /);
-  assert.match(first.completion, /^The [a-z]+ of the [a-z ]+ is rated \d+ out of 10\.$/);
+  assert.match(first!.prompt, /^#1 the [a-z ]+\/[a-z]+$/);
+  assert.match(second!.prompt, /^#2 /);
+  assert.match(first!.completion, /^The [a-z]+ of the [a-z ]+ is rated \d+ out of 10\.$/);
 });
 
 Deno.test("seededRandom: same seed, same sequence, within [0, 1)", () => {

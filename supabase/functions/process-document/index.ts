@@ -24,7 +24,10 @@ export function bareHandler(req: Request): Promise<Response> {
   });
 }
 
-/** The function as deployed: {@link bareHandler} made idempotent per user and key. */
-export const handler = withIdempotency(bareHandler, { functionName: "process-document" });
-
-if (import.meta.main) Deno.serve(handler);
+/**
+ * The function as deployed: {@link bareHandler} made idempotent per user and key. Supabase's runtime (and
+ * `deno serve`, and the local gateway) serves this default export.
+ */
+export default {
+  fetch: withIdempotency(bareHandler, { functionName: "process-document" }),
+} satisfies Deno.ServeDefaultExport;

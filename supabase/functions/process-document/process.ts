@@ -61,9 +61,9 @@ export async function processDocument(
       returning id`;
     const [job] = await tx<{ id: string }[]>`
       insert into public.document_processing_jobs (document_id, user_id, status, operations, result)
-      values (${document.id}, ${userId}, 'completed', ${input.operations}::text[], ${jsonb(tx, result)})
+      values (${document!.id}, ${userId}, 'completed', ${input.operations}::text[], ${jsonb(tx, result)})
       returning id`;
-    return { documentId: document.id, jobId: job.id };
+    return { documentId: document!.id, jobId: job!.id };
   });
   return {
     document_id: ids.documentId,

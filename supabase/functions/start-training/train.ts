@@ -40,7 +40,7 @@ export async function startTraining(
       jsonb(tx, input.hyperparameters)
     }, 'queued')
       returning id, created_at`;
-    return row;
+    return row!;
   });
   return {
     job_id: job.id,

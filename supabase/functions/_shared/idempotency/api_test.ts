@@ -3,10 +3,10 @@ import {
   checkIdempotency,
   cleanupExpiredKeys,
   createIdempotencyKey,
-  generateIdempotencyKey,
   markIdempotencyFailed,
   storeIdempotencyResult,
 } from "./api.ts";
+import { generateIdempotencyKey } from "./key.ts";
 import { closeDefaultStore } from "./options.ts";
 import type { BeginInput, BeginResult, Lease } from "./store.ts";
 import { MemoryStore } from "./stores/memory.ts";

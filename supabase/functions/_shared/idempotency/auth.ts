@@ -1,32 +1,52 @@
 /**
  * Who is calling: the user a key is scoped to. By default the `sub` of the Supabase JWT in
- * `Authorization: Bearer <jwt>`, verified with HS256 when the JWT secret is known.
+ * `Authorization: Bearer <jwt>`, verified (jwt.ts) with the project's signing keys (ES256/RS256, from its
+ * JWKS) or the legacy secret (HS256) when those are known.
  */
 
-import { createHmac, timingSafeEqual } from "node:crypto";
-import { IdempotencyError } from "./errors.ts";
+import { bearerToken, checkTimes, createJwtVerifier, decodeJwt, type JwtClaims, JwtError } from "./jwt.ts";
 
-/** Finds the user of a request: an id, or `null` for a call without a user. */
+/**
+ * Finds the user of a request: an id, or `null` for a call without a user.
+ *
+ * @example Scope keys by a header your own gateway sets
+ * ```ts
+ * import type { GetUserId } from "./auth.ts";
+ *
+ * const getUserId: GetUserId = (req) => req.headers.get("x-verified-user");
+ * console.assert(getUserId(new Request("http://localhost/")) === null);
+ * ```
+ */
 export type GetUserId = (req: Request) => string | null | Promise<string | null>;
 
-/** The JWT claims this module reads. */
-export interface JwtClaims {
-  /** The user id; absent on the anon and service_role keys. */
-  sub?: string;
-  /** Expiry, in seconds since the epoch. */
-  exp?: number;
-  /** Any other claim (`role`, `aud`, `email`, ...). */
-  [claim: string]: unknown;
-}
-
-/** Options for {@link createJwtUserResolver}. */
+/**
+ * Options for {@link createJwtUserResolver}.
+ *
+ * @example Verify with an explicit JWKS
+ * ```ts
+ * import { createJwtUserResolver } from "./auth.ts";
+ *
+ * const getUserId = createJwtUserResolver({ jwksUrl: "https://project.supabase.co/auth/v1/.well-known/jwks.json" });
+ * console.assert((await getUserId(new Request("http://localhost/"))) === null);
+ * ```
+ */
 export interface JwtUserResolverOptions {
   /**
-   * The HS256 secret that signs the project's JWTs. Default: `SUPABASE_JWT_SECRET` from the environment,
-   * read on each call. Without either, claims are decoded unverified (see {@link decodeJwtClaimsUnverified}).
+   * The legacy HS256 secret. Without it, an HS256 token is decoded unverified: the platform must have
+   * verified it (`verify_jwt = true`).
+   * @default {Deno.env.get("SUPABASE_JWT_SECRET")} read on each call
    */
   jwtSecret?: string;
-  /** The clock in epoch milliseconds, for `exp`; default `Date.now`. */
+  /**
+   * The project's public signing keys (ES256/RS256). Without it, such a token is decoded unverified (the
+   * platform verified it), unless a `jwtSecret` is set: then it is refused, as before signing keys existed.
+   * @default {`${Deno.env.get("SUPABASE_URL")}/auth/v1/.well-known/jwks.json`} read on each call
+   */
+  jwksUrl?: string;
+  /**
+   * The clock in epoch milliseconds, for `exp` and `nbf`.
+   * @default {Date.now}
+   */
   now?: () => number;
 }
 
@@ -36,37 +56,93 @@ export interface JwtUserResolverOptions {
  * fingerprint, so with `anonymous: "shared"` an anonymous call reusing a service call's key gets 422, never
  * the service's stored response.
  * `anonymous` is everyone else without a user (no token, or the public anon key).
+ *
+ * @example Branch on the caller
+ * ```ts
+ * import { type Caller, createJwtCallerResolver } from "./auth.ts";
+ *
+ * const resolve = createJwtCallerResolver();
+ * const caller: Caller = await resolve(new Request("http://localhost/"));
+ * console.assert(caller.kind === "anonymous");
+ * ```
  */
 export type Caller = { kind: "user"; userId: string } | { kind: "service" } | { kind: "anonymous" };
 
 /**
  * The default caller resolver: the bearer JWT's `sub` makes a user, `role: "service_role"` without a `sub`
- * the service, anything else (no token, the anon key) anonymous.
+ * the service, anything else (no token, the anon key) anonymous. It keeps one {@link JwtVerifier} (and its
+ * cached signing keys) for as long as it lives.
  *
- * @throws {IdempotencyError} `AUTH_REQUIRED` when the token is malformed, badly signed or expired.
+ * @param options Key material and clock.
+ * @returns The resolver; it rejects with a {@link JwtError} (`AUTH_REQUIRED`) when the token is malformed,
+ * badly signed, signed by an unknown key, or expired.
+ *
+ * @throws {JwtError} (as a rejection of the resolver) when the token is refused.
+ * @example Who owns the rows a function writes
+ * ```ts
+ * import { createJwtCallerResolver } from "./auth.ts";
+ *
+ * const resolve = createJwtCallerResolver();
+ * async function ownerOf(req: Request): Promise<string | null> {
+ *   const caller = await resolve(req);
+ *   return caller.kind === "user" ? caller.userId : null;
+ * }
+ * console.assert((await ownerOf(new Request("http://localhost/"))) === null);
+ * ```
  */
 export function createJwtCallerResolver(
   options: JwtUserResolverOptions = {},
 ): (req: Request) => Promise<Caller> {
-  // the executor's throw becomes a rejection, as callers of an async resolver expect
-  return (req) => new Promise((resolve) => resolve(callerOf(req, options)));
+  const verifier = createJwtVerifier({
+    ...(options.jwtSecret === undefined ? {} : { secret: options.jwtSecret }),
+    ...(options.jwksUrl === undefined ? {} : { jwksUrl: options.jwksUrl }),
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+  const now = options.now ?? Date.now;
+  const secretConfigured = () => (options.jwtSecret ?? readEnv("SUPABASE_JWT_SECRET")) !== undefined;
+  return async (req) => {
+    const token = bearerToken(req);
+    if (token === null) return { kind: "anonymous" };
+    const claims = verifier.canVerify(token)
+      ? await verifier.verify(token)
+      : platformVerifiedClaims(token, secretConfigured(), now());
+    if (typeof claims.sub === "string" && claims.sub !== "") return { kind: "user", userId: claims.sub };
+    return claims.role === "service_role" ? { kind: "service" } : { kind: "anonymous" };
+  };
 }
 
-function callerOf(req: Request, options: JwtUserResolverOptions): Caller {
-  const token = bearerToken(req);
-  if (token === null) return { kind: "anonymous" };
-  const secret = options.jwtSecret ?? readEnv("SUPABASE_JWT_SECRET");
-  const claims = secret ? verifyHs256Jwt(token, secret) : decodeJwtClaimsUnverified(token);
-  checkExpiry(claims, (options.now ?? Date.now)());
-  if (typeof claims.sub === "string" && claims.sub !== "") return { kind: "user", userId: claims.sub };
-  return claims.role === "service_role" ? { kind: "service" } : { kind: "anonymous" };
+/**
+ * The claims of a token this function has no key for, which the platform verified (`verify_jwt = true`).
+ * Only Supabase's algorithms are taken; an ES256/RS256 token is refused where a secret says tokens are HS256.
+ */
+function platformVerifiedClaims(token: string, secretConfigured: boolean, nowMs: number): JwtClaims {
+  const { header, claims } = decodeJwt(token);
+  if (header.alg !== "HS256" && header.alg !== "ES256" && header.alg !== "RS256") {
+    throw new JwtError(`the JWT's alg ${String(header.alg)} is not accepted`);
+  }
+  if (header.alg !== "HS256" && secretConfigured) throw new JwtError("the JWT is not signed with HS256");
+  checkTimes(claims, nowMs);
+  return claims;
 }
 
 /**
  * The JWT `sub` as a {@link GetUserId}: the user id, or `null` when there is no bearer token or it has no
  * `sub` (anon and service_role keys).
  *
- * @throws {IdempotencyError} `AUTH_REQUIRED` when the token is malformed, badly signed or expired.
+ * @param options Key material and clock, as for {@link createJwtCallerResolver}.
+ * @returns The resolver; it rejects with a {@link JwtError} when the token is refused.
+ *
+ * @throws {JwtError} (as a rejection of the resolver) when the token is refused.
+ * @example Pass the default resolver explicitly
+ * ```ts
+ * import { createJwtUserResolver } from "./auth.ts";
+ * import { withIdempotency } from "./middleware.ts";
+ * import { MemoryStore } from "./stores/memory.ts";
+ *
+ * const getUserId = createJwtUserResolver({ jwtSecret: "a-legacy-secret-of-at-least-32-characters" });
+ * const fetch = withIdempotency(() => new Response("ok"), { functionName: "f", store: new MemoryStore(), getUserId });
+ * console.assert(typeof fetch === "function");
+ * ```
  */
 export function createJwtUserResolver(options: JwtUserResolverOptions = {}): GetUserId {
   const resolveCaller = createJwtCallerResolver(options);
@@ -76,7 +152,20 @@ export function createJwtUserResolver(options: JwtUserResolverOptions = {}): Get
   };
 }
 
-/** A custom {@link GetUserId} as a caller resolver: an id is a user, `null` is anonymous. */
+/**
+ * A custom {@link GetUserId} as a caller resolver: an id is a user, `null` is anonymous.
+ *
+ * @param getUserId The custom resolver.
+ * @returns The caller resolver.
+ *
+ * @example A custom resolver as a caller resolver
+ * ```ts
+ * import { callerFromUserId } from "./auth.ts";
+ *
+ * const resolve = callerFromUserId(() => "user-1");
+ * console.assert((await resolve(new Request("http://localhost/"))).kind === "user");
+ * ```
+ */
 export function callerFromUserId(getUserId: GetUserId): (req: Request) => Promise<Caller> {
   return async (req) => {
     const userId = await getUserId(req);
@@ -84,79 +173,7 @@ export function callerFromUserId(getUserId: GetUserId): (req: Request) => Promis
   };
 }
 
-/** The token of `Authorization: Bearer <token>`, or `null` without one. */
-export function bearerToken(req: Request): string | null {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.get("authorization") ?? "");
-  return match ? match[1] : null;
-}
-
-/**
- * The claims of an HS256 JWT whose signature `secret` verifies (constant-time compare). node:crypto's
- * HMAC is synchronous and about eight times cheaper here than WebCrypto's, which hops to a thread pool.
- *
- * @throws {IdempotencyError} `AUTH_REQUIRED` for a malformed token, another `alg`, or a bad signature.
- */
-export function verifyHs256Jwt(token: string, secret: string): JwtClaims {
-  const [header, payload, signature] = splitJwt(token);
-  if (parseJsonPart(header).alg !== "HS256") throw invalidJwt("the JWT is not signed with HS256");
-  const expected = createHmac("sha256", secret).update(`${header}.${payload}`).digest();
-  const given = base64UrlDecode(signature);
-  if (given.byteLength !== expected.byteLength || !timingSafeEqual(given, expected)) {
-    throw invalidJwt("the JWT signature is invalid");
-  }
-  return parseJsonPart(payload) as JwtClaims;
-}
-
-/**
- * The claims of a JWT, NOT verified. Used only when no JWT secret is configured: then the Supabase gateway
- * must verify the token before the function runs (`verify_jwt = true`, the default), or anyone can claim
- * any `sub`.
- *
- * @throws {IdempotencyError} `AUTH_REQUIRED` when the token is not a JWT.
- */
-export function decodeJwtClaimsUnverified(token: string): JwtClaims {
-  return parseJsonPart(splitJwt(token)[1]) as JwtClaims;
-}
-
-/** Rejects a token whose `exp` has passed (`nowMs` in epoch milliseconds). */
-function checkExpiry(claims: JwtClaims, nowMs: number): void {
-  if (claims.exp === undefined) return;
-  if (typeof claims.exp !== "number" || claims.exp * 1000 <= nowMs) throw invalidJwt("the JWT has expired");
-}
-
-function splitJwt(token: string): [string, string, string] {
-  const parts = token.split(".");
-  if (parts.length !== 3) throw invalidJwt("the bearer token is not a JWT");
-  return parts as [string, string, string];
-}
-
-/** One base64url JSON part of a JWT, which must be an object. */
-function parseJsonPart(part: string): Record<string, unknown> {
-  try {
-    const value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(base64UrlDecode(part)));
-    if (value !== null && typeof value === "object" && !Array.isArray(value)) return value;
-  } catch {
-    // falls through to the error below
-  }
-  throw invalidJwt("the bearer token is not a JWT");
-}
-
-function base64UrlDecode(text: string): Uint8Array<ArrayBuffer> {
-  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw invalidJwt("the bearer token is not a JWT");
-  const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
-  try {
-    const binary = atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, "="));
-    return Uint8Array.from(binary, (char) => char.charCodeAt(0));
-  } catch {
-    throw invalidJwt("the bearer token is not a JWT");
-  }
-}
-
-function invalidJwt(message: string): IdempotencyError {
-  return new IdempotencyError("AUTH_REQUIRED", `Invalid authorization: ${message}`);
-}
-
-/** An environment variable, or `undefined` when it is unset or env access is not permitted. */
+/** An environment variable, or `undefined` when it is unset, empty, or env access is not permitted. */
 function readEnv(name: string): string | undefined {
   try {
     return Deno.env.get(name) || undefined;

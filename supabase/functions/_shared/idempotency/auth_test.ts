@@ -1,14 +1,8 @@
 import assert from "node:assert/strict";
-import {
-  bearerToken,
-  callerFromUserId,
-  createJwtCallerResolver,
-  createJwtUserResolver,
-  decodeJwtClaimsUnverified,
-  verifyHs256Jwt,
-} from "./auth.ts";
-import { jsonPart, signHs256 } from "./auth_testing.ts";
+import { callerFromUserId, createJwtCallerResolver, createJwtUserResolver } from "./auth.ts";
+import { generateSigningKey, jsonPart, jwks, signAsymmetric, signHs256 } from "./auth_testing.ts";
 import { IdempotencyError } from "./errors.ts";
+import { bearerToken, decodeJwtClaimsUnverified, verifyHs256Jwt } from "./jwt.ts";
 
 const SECRET = "test-secret-with-at-least-32-characters!!";
 const USER = "8d0fd2b3-9ca3-4a1a-9b11-3a2cde0f1e52";
@@ -82,7 +76,7 @@ Deno.test("auth: garbage and alg=none tokens are 401", async () => {
   await assertAuthRequired(Promise.resolve(resolve(bearer("not-a-jwt"))), /not a JWT/);
   await assertAuthRequired(Promise.resolve(resolve(bearer("a.b.c"))), /not a JWT/);
   const unsigned = `${jsonPart({ alg: "none" })}.${jsonPart({ sub: USER })}.`;
-  await assertAuthRequired(Promise.resolve(resolve(bearer(unsigned))), /HS256/);
+  await assertAuthRequired(Promise.resolve(resolve(bearer(unsigned))), /alg none/);
 });
 
 Deno.test("auth: without a secret, claims are decoded unverified (the gateway verifies)", async () => {
@@ -132,4 +126,55 @@ Deno.test("auth: a custom getUserId maps an id to a user and null to anonymous",
   const req = new Request("http://localhost/fn");
   assert.deepEqual(await callerFromUserId(() => USER)(req), { kind: "user", userId: USER });
   assert.deepEqual(await callerFromUserId(() => null)(req), { kind: "anonymous" });
+});
+
+Deno.test("auth: with signing keys, an ES256 user token is verified against the project's JWKS", async () => {
+  const key = await generateSigningKey("ES256");
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => Response.json(jwks(key)),
+  );
+  try {
+    const jwksUrl = `http://127.0.0.1:${server.addr.port}/auth/v1/.well-known/jwks.json`;
+    const resolve = createJwtCallerResolver({ jwtSecret: SECRET, jwksUrl });
+    assert.deepEqual(await resolve(bearer(await signAsymmetric({ sub: USER }, key))), {
+      kind: "user",
+      userId: USER,
+    });
+    // the legacy service_role key (HS256) keeps working beside the signing keys
+    assert.deepEqual(await resolve(bearer(await sign({ role: "service_role" }))), { kind: "service" });
+    const stranger = await generateSigningKey("ES256");
+    await assertAuthRequired(resolve(bearer(await signAsymmetric({ sub: USER }, stranger))), /unknown key/);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("auth: an ES256 token is refused where only a secret is configured (no JWKS)", async () => {
+  const previous = Deno.env.get("SUPABASE_URL");
+  Deno.env.delete("SUPABASE_URL");
+  try {
+    const resolve = createJwtCallerResolver({ jwtSecret: SECRET });
+    const token = await signAsymmetric({ sub: USER }, await generateSigningKey("ES256"));
+    await assertAuthRequired(resolve(bearer(token)), /not signed with HS256/);
+  } finally {
+    if (previous !== undefined) Deno.env.set("SUPABASE_URL", previous);
+  }
+});
+
+Deno.test("auth: signing keys that cannot be fetched are an outage (503 AUTH_UNAVAILABLE), not a bad token", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close(); // nothing listens there now
+  const resolve = createJwtCallerResolver({
+    jwksUrl: `http://127.0.0.1:${port}/auth/v1/.well-known/jwks.json`,
+  });
+  const token = await signAsymmetric({ sub: USER }, await generateSigningKey("ES256"));
+  await assert.rejects(resolve(bearer(token)), (error: unknown) => {
+    assert.ok(error instanceof IdempotencyError);
+    assert.equal(error.code, "AUTH_UNAVAILABLE");
+    assert.equal(error.status, 503);
+    assert.equal(error.retryAfterSeconds, 1);
+    return true;
+  });
 });

@@ -6,7 +6,17 @@
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 
-/** What the fingerprint covers. */
+/**
+ * What the fingerprint covers.
+ *
+ * @example What is hashed
+ * ```ts
+ * import { type FingerprintInput, requestFingerprint } from "./fingerprint.ts";
+ *
+ * const input: FingerprintInput = { method: "POST", path: "/charge?amount=1", body: new Uint8Array() };
+ * console.assert(requestFingerprint(input).length === 64);
+ * ```
+ */
 export interface FingerprintInput {
   /** The HTTP method; compared upper-cased. */
   method: string;
@@ -17,11 +27,15 @@ export interface FingerprintInput {
   /**
    * The request's `Content-Type`. Informational: a body is treated as JSON when it parses as JSON, so a
    * client that forgets or varies the header still matches its own retries.
+   *
+   * @default {null}
    */
   contentType?: string | null;
   /**
    * Who asks, beyond the user id the key is scoped by: `service` and `anonymous` callers share the scope of
    * calls without a user, and must never be served each other's stored responses. Default `""`.
+   *
+   * @default {""}
    */
   caller?: string;
 }
@@ -37,6 +51,15 @@ const FINGERPRINT_VERSION = "idempotency-fingerprint/v1";
 /**
  * `value` as JSON with every object's keys sorted (recursively), so two serialisations of the same object
  * compare equal. Arrays keep their order; `undefined` members are left out, as `JSON.stringify` does.
+ *
+ * @param value A JSON value.
+ * @returns Its canonical text.
+ * @example Key order does not matter
+ * ```ts
+ * import { canonicalJson } from "./fingerprint.ts";
+ *
+ * console.assert(canonicalJson({ b: 1, a: [2] }) === canonicalJson({ a: [2], b: 1 }));
+ * ```
  */
 export function canonicalJson(value: unknown): string {
   if (value instanceof SourceNumber) return value.source;
@@ -67,6 +90,18 @@ function canonicalObject(object: Record<string, unknown>): string {
  * same bytes. node:crypto hashes synchronously; WebCrypto's digest costs a thread-pool hop per request. The
  * framed text parts go to the hash as one string (UTF-8), which hashes the same bytes as framing each part
  * on its own, with one call instead of eighteen: this runs on every keyed request.
+ *
+ * @param input Method, path with query, body, and the caller kind.
+ * @returns 64 hex characters.
+ * @example The same JSON in another order matches
+ * ```ts
+ * import { requestFingerprint } from "./fingerprint.ts";
+ *
+ * const body = (text: string) => new TextEncoder().encode(text);
+ * const a = requestFingerprint({ method: "POST", path: "/charge", body: body('{"a":1,"b":2}') });
+ * const b = requestFingerprint({ method: "post", path: "/charge", body: body('{ "b": 2, "a": 1 }') });
+ * console.assert(a === b);
+ * ```
  */
 export function requestFingerprint(input: FingerprintInput): string {
   const json = parseJson(input.body);

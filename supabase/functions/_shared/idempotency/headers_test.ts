@@ -38,12 +38,12 @@ Deno.test("headers: isReplayableHeader ignores case", () => {
 
 Deno.test("headers: corsHeaders allow the key headers and expose the replay headers", () => {
   assert.equal(corsHeaders["Access-Control-Allow-Origin"], "*");
-  const allowed = corsHeaders["Access-Control-Allow-Headers"].split(", ");
+  const allowed = corsHeaders["Access-Control-Allow-Headers"]!.split(", ");
   for (const name of ["authorization", "x-client-info", "apikey", "content-type", "idempotency-key"]) {
     assert.ok(allowed.includes(name), name);
   }
   assert.ok(allowed.includes("x-idempotency-key"));
-  assert.match(corsHeaders["Access-Control-Allow-Methods"], /POST/);
+  assert.match(corsHeaders["Access-Control-Allow-Methods"]!, /POST/);
   assert.equal(
     corsHeaders["Access-Control-Expose-Headers"],
     "x-idempotency-replay, retry-after, x-idempotency-body-omitted, x-idempotency-retry-after-ms",

@@ -5,18 +5,49 @@
 
 import { IdempotencyError } from "./errors.ts";
 
-/** The header names read, in order of preference. */
+/**
+ * The header names read, in order of preference.
+ *
+ * @example The headers read
+ * ```ts
+ * import { IDEMPOTENCY_KEY_HEADERS } from "./key.ts";
+ *
+ * console.assert(IDEMPOTENCY_KEY_HEADERS[0] === "idempotency-key");
+ * ```
+ */
 export const IDEMPOTENCY_KEY_HEADERS = ["idempotency-key", "x-idempotency-key"] as const;
 
 /** 3-256 characters of letters, digits, `_` and `-`: the same rule as the table's check constraint. */
 const KEY_PATTERN = /^[A-Za-z0-9_-]{3,256}$/;
 
-/** Whether `key` is a string of 3-256 characters of `[A-Za-z0-9_-]`. */
+/**
+ * Whether `key` is a string of 3-256 characters of `[A-Za-z0-9_-]`.
+ *
+ * @param key Anything.
+ * @returns Whether it is a valid key.
+ * @example Validate a key from a queue message
+ * ```ts
+ * import { isValidIdempotencyKey } from "./key.ts";
+ *
+ * console.assert(isValidIdempotencyKey("order-42") && !isValidIdempotencyKey("no spaces"));
+ * ```
+ */
 export function isValidIdempotencyKey(key: unknown): key is string {
   return typeof key === "string" && KEY_PATTERN.test(key);
 }
 
-/** A new random key, `idem_<uuid>`, for a client to mint once per operation and send on every retry. */
+/**
+ * A new random key, `idem_<uuid>`, for a client to mint once per operation and send on every retry.
+ *
+ * @returns A new key.
+ * @example Mint a key once per operation
+ * ```ts
+ * import { generateIdempotencyKey, isValidIdempotencyKey } from "./key.ts";
+ *
+ * const key = generateIdempotencyKey(); // keep it, and send it on every retry
+ * console.assert(isValidIdempotencyKey(key));
+ * ```
+ */
 export function generateIdempotencyKey(): string {
   return `idem_${crypto.randomUUID()}`;
 }
@@ -26,6 +57,16 @@ export function generateIdempotencyKey(): string {
  *
  * @throws {IdempotencyError} `KEY_CONFLICT` when both headers are sent with different keys; `INVALID_KEY`
  * when a value is not a valid key (bare or quoted).
+ *
+ * @param req The request.
+ * @returns The key, or `null`.
+ * @example Read the key a client sent
+ * ```ts
+ * import { getIdempotencyKey } from "./key.ts";
+ *
+ * const req = new Request("http://localhost/", { headers: { "Idempotency-Key": '"order-42"' } });
+ * console.assert(getIdempotencyKey(req) === "order-42");
+ * ```
  */
 export function getIdempotencyKey(req: Request): string | null {
   const keys = IDEMPOTENCY_KEY_HEADERS

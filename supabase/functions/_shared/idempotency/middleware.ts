@@ -4,7 +4,7 @@
  */
 
 import { type Caller, callerFromUserId, createJwtCallerResolver } from "./auth.ts";
-import { buildResponse, fromStoredResponse, toStoredResponse } from "./codec.ts";
+import { buildResponse, fromStoredResponse, toStoredResponse } from "./_codec.ts";
 import { errorResponse, IdempotencyError } from "./errors.ts";
 import { requestFingerprint } from "./fingerprint.ts";
 import { HandlerTiming } from "./_handler_timing.ts";
@@ -18,10 +18,32 @@ import {
 } from "./options.ts";
 import type { BeginInput, BeginResult, IdempotencyStore, Lease, StoredResponse } from "./store.ts";
 
-/** An Edge Function handler, as `Deno.serve` calls it. */
+/**
+ * An Edge Function handler, as `Deno.serve` calls it.
+ *
+ * @example A handler to wrap
+ * ```ts
+ * import type { Handler } from "./middleware.ts";
+ *
+ * const handler: Handler = async (req) => Response.json({ received: (await req.json()).amount }, { status: 201 });
+ * console.assert(typeof handler === "function");
+ * ```
+ */
 export type Handler = (req: Request, info?: Deno.ServeHandlerInfo) => Response | Promise<Response>;
 
-/** Plain counters of what the wrapper did since it was created. */
+/**
+ * Plain counters of what the wrapper did since it was created.
+ *
+ * @example Report the wrapper's counters
+ * ```ts
+ * import { withIdempotency } from "./middleware.ts";
+ * import { MemoryStore } from "./stores/memory.ts";
+ *
+ * const fetch = withIdempotency(() => new Response("ok"), { functionName: "f", store: new MemoryStore() });
+ * const { started, replayed, storeErrors } = fetch.metrics;
+ * console.assert(started + replayed + storeErrors === 0);
+ * ```
+ */
 export interface IdempotencyMetrics {
   /** Handler runs under a claimed key (first attempts, retries after a failure, takeovers). */
   started: number;
@@ -41,7 +63,19 @@ export interface IdempotencyMetrics {
   leaseLost: number;
 }
 
-/** The wrapped handler, with its live {@link IdempotencyMetrics}. */
+/**
+ * The wrapped handler, with its live {@link IdempotencyMetrics}.
+ *
+ * @example Serve the wrapped handler
+ * ```ts
+ * import { type IdempotentHandler, withIdempotency } from "./middleware.ts";
+ * import { MemoryStore } from "./stores/memory.ts";
+ *
+ * const fetch: IdempotentHandler = withIdempotency(() => new Response("ok"), { functionName: "f", store: new MemoryStore() });
+ * const entry = { fetch } satisfies Deno.ServeDefaultExport; // `export default entry;` in index.ts
+ * console.assert(typeof entry.fetch === "function");
+ * ```
+ */
 export type IdempotentHandler = ((req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>) & {
   readonly metrics: Readonly<IdempotencyMetrics>;
 };
@@ -61,7 +95,7 @@ interface Context {
 interface ReadRequest {
   readonly req: Request;
   readonly body: Uint8Array;
-  readonly info?: Deno.ServeHandlerInfo;
+  readonly info: Deno.ServeHandlerInfo | undefined;
 }
 
 /** What the handler answered, body already read. */
@@ -92,7 +126,27 @@ const MAX_POLL_MS = 1000;
  * Wraps `handler`: a request with an `Idempotency-Key` (or `X-Idempotency-Key`) runs once per user and
  * key; retries get the stored response with `X-Idempotency-Replay: true`. Calls without a key run as before.
  *
+ * @param handler The function's handler; it runs at most once per user and key.
+ * @param options `functionName` and any option to change (see `IdempotencyOptions`).
+ * @returns The wrapped handler, with live `metrics`.
  * @throws {TypeError | RangeError} at wrap time when `options` are invalid.
+ * @example A function that charges once
+ * ```ts
+ * import { withIdempotency } from "./middleware.ts";
+ * import { MemoryStore } from "./stores/memory.ts";
+ *
+ * let charges = 0;
+ * const fetch = withIdempotency(() => Response.json({ charge: ++charges }, { status: 201 }), {
+ *   functionName: "charge",
+ *   store: new MemoryStore(), // the default is the Postgres store on SUPABASE_DB_URL
+ *   anonymous: "shared",
+ * });
+ * const send = () => fetch(new Request("http://localhost/charge", { method: "POST", headers: { "Idempotency-Key": "order-42" } }));
+ * await (await send()).text();
+ * const retry = await send();
+ * console.assert(retry.headers.get("x-idempotency-replay") === "true" && charges === 1);
+ * await retry.text();
+ * ```
  */
 export function withIdempotency(handler: Handler, options: IdempotencyOptions): IdempotentHandler {
   const resolved = resolveOptions(options);
@@ -102,7 +156,7 @@ export function withIdempotency(handler: Handler, options: IdempotencyOptions): 
     metrics: emptyMetrics(),
     getCaller: resolved.getUserId
       ? callerFromUserId(resolved.getUserId)
-      : createJwtCallerResolver({ jwtSecret: resolved.jwtSecret }),
+      : createJwtCallerResolver(resolved.jwtSecret === undefined ? {} : { jwtSecret: resolved.jwtSecret }),
     store: () => resolved.store ?? defaultStore(),
     timing: new HandlerTiming(),
   };

@@ -35,9 +35,7 @@ function request(init: CallInit = {}): Request {
   const user = init.user === undefined ? "user-1" : init.user;
   if (user !== null) headers.set("x-user", user);
   const method = init.method ?? "POST";
-  const body = method === "GET" || method === "HEAD"
-    ? undefined
-    : JSON.stringify(init.body ?? { amount: 42 });
+  const body = method === "GET" || method === "HEAD" ? null : JSON.stringify(init.body ?? { amount: 42 });
   return new Request(`${URL_BASE}${init.path ?? ""}`, { method, headers, body });
 }
 
@@ -52,7 +50,11 @@ function recordingLogger() {
 }
 
 /** Wraps `handler` around `store`, with the user read from `x-user` and a recording logger. */
-function wrap(handler: Handler, store: IdempotencyStore, options: Partial<IdempotencyOptions> = {}) {
+function wrap(
+  handler: Handler,
+  store: IdempotencyStore,
+  options: { [K in keyof IdempotencyOptions]?: IdempotencyOptions[K] | undefined } = {},
+) {
   const { logger, entries } = recordingLogger();
   const wrapped = withIdempotency(handler, {
     functionName: "test-fn",
@@ -60,7 +62,7 @@ function wrap(handler: Handler, store: IdempotencyStore, options: Partial<Idempo
     getUserId: (req) => req.headers.get("x-user"),
     logger,
     ...options,
-  });
+  } as IdempotencyOptions);
   return { wrapped, logs: entries };
 }
 
@@ -580,8 +582,8 @@ Deno.test("middleware: a large body is stored gzipped and replayed byte for byte
   const { wrapped } = wrap(handler, store);
   const firstBody = await (await wrapped(request())).text();
   assert.equal(store.completed.length, 1);
-  assert.equal(store.completed[0].encoding, "gzip");
-  assert.ok(store.completed[0].body.byteLength < firstBody.length / 4);
+  assert.equal(store.completed[0]!.encoding, "gzip");
+  assert.ok(store.completed[0]!.body.byteLength < firstBody.length / 4);
   const replay = await wrapped(request());
   assert.equal(replay.headers.get("x-idempotency-replay"), "true");
   assert.equal(await replay.text(), firstBody);
@@ -591,8 +593,8 @@ Deno.test("middleware: a small body is stored as is", async () => {
   const store = new SpyStore(new MemoryStore());
   const { wrapped } = wrap(countingHandler().handler, store);
   await wrapped(request());
-  assert.equal(store.completed[0].encoding, "identity");
-  assert.equal(new TextDecoder().decode(store.completed[0].body), '{"run":1}');
+  assert.equal(store.completed[0]!.encoding, "identity");
+  assert.equal(new TextDecoder().decode(store.completed[0]!.body), '{"run":1}');
 });
 
 // ---------------------------------------------------------------------------------------------------------

@@ -6,42 +6,102 @@ import type { GetUserId } from "./auth.ts";
 import type { IdempotencyStore } from "./store.ts";
 import { PostgresStore } from "./stores/postgres.ts";
 
-/** Where the middleware logs: `console` fits, as does any object with these methods. */
+/**
+ * Where the middleware logs: `console` fits, as does any object with these methods.
+ *
+ * @example Structured logs
+ * ```ts
+ * import type { IdempotencyLogger } from "./options.ts";
+ *
+ * const logger: IdempotencyLogger = {
+ *   error: (...data) => console.error(JSON.stringify({ level: "error", data: data.map(String) })),
+ *   warn: (...data) => console.warn(JSON.stringify({ level: "warn", data: data.map(String) })),
+ * };
+ * console.assert(typeof logger.error === "function");
+ * ```
+ */
 export interface IdempotencyLogger {
-  /** Store failures and handler throws. */
+  /**
+   * Store failures and handler throws.
+   *
+   * @param data What to log.
+   */
   error(...data: unknown[]): void;
-  /** Lost leases: another request took the key over while this one ran. */
+  /**
+   * Lost leases: another request took the key over while this one ran.
+   *
+   * @param data What to log.
+   */
   warn(...data: unknown[]): void;
 }
 
-/** Options of `withIdempotency`. Only `functionName` is required. */
+/**
+ * Options of `withIdempotency`. Only `functionName` is required.
+ *
+ * @example Wait for the first request instead of answering 409
+ * ```ts
+ * import { withIdempotency } from "./middleware.ts";
+ * import { MemoryStore } from "./stores/memory.ts";
+ *
+ * const fetch = withIdempotency(() => new Response("done"), {
+ *   functionName: "train-model",
+ *   store: new MemoryStore(),
+ *   onInFlight: "wait",
+ *   waitTimeoutMs: 30_000,
+ *   ttlSeconds: 7 * 86_400,
+ * });
+ * console.assert(typeof fetch === "function");
+ * ```
+ */
 export interface IdempotencyOptions {
   /** The edge function's name, stored with each key: 1-128 characters of `[A-Za-z0-9_-]`. */
   functionName: string;
-  /** Where keys live. Default: one shared {@link PostgresStore} on `SUPABASE_DB_URL`, opened on first use. */
+  /**
+   * Where keys live. Default: one shared {@link PostgresStore} on `SUPABASE_DB_URL`, opened on first use.
+   *
+   * @default {defaultStore()} one shared `PostgresStore` on `SUPABASE_DB_URL`, opened on first use}
+   */
   store?: IdempotencyStore;
-  /** Answer 400 `KEY_REQUIRED` to calls without a key instead of running them unprotected. Default `false`. */
+  /**
+   * Answer 400 `KEY_REQUIRED` to calls without a key instead of running them unprotected. Default `false`.
+   *
+   * @default {false}
+   */
   required?: boolean;
-  /** How long a key and its stored response live, in seconds. Default 86400 (24 hours). */
+  /**
+   * How long a key and its stored response live, in seconds. Default 86400 (24 hours).
+   *
+   * @default {86400}
+   */
   ttlSeconds?: number;
-  /** How long a claim holds before another request may take the key over, in seconds. Default 30. */
+  /**
+   * How long a claim holds before another request may take the key over, in seconds. Default 30.
+   *
+   * @default {30}
+   */
   lockTimeoutSeconds?: number;
   /**
    * A duplicate that arrives while the first request runs: `"reject"` answers 409 `REQUEST_IN_PROGRESS`
    * with `Retry-After` near the first's expected finish (from recent handler durations); `"wait"` holds the
    * duplicate up to `waitTimeoutMs` and answers the first request's response as a replay as soon as it is
-   * stored (woken at once when the first runs in this isolate, else by short polls). Default `"reject"`.
+   * stored (woken at once when the first runs in this isolate, else by short polls).
+   *
+   * @default {"reject"}
    */
   onInFlight?: "reject" | "wait";
   /**
    * The longest a `"wait"` duplicate waits, in milliseconds; still running then → 409. If the first request
    * fails meanwhile, the waiter claims the key and runs the handler itself. Default 10000.
+   *
+   * @default {10000}
    */
   waitTimeoutMs?: number;
   /**
    * Store 4xx responses too (replayed like 2xx), except the transient 408, 409, 425 and 429. Default `false`:
    * a 4xx releases the key, so the same request sent again runs again (a changed request under the same key
    * is still refused with 422: the key stays bound to its first request until it expires).
+   *
+   * @default {false}
    */
   storeClientErrors?: boolean;
   /**
@@ -49,33 +109,61 @@ export interface IdempotencyOptions {
    * `"reject"` answers 401 `AUTH_REQUIRED`; `"shared"` puts all such calls in one shared scope per key;
    * `"bypass"` runs the handler without idempotency. Default `"reject"`, so no caller can replay another's
    * response. Calls with the service_role key always share the service scope (see `Caller` in auth.ts).
+   *
+   * @default {"reject"}
    */
   anonymous?: "reject" | "shared" | "bypass";
   /**
    * The store fails: `"fail-closed"` answers 503 `STORE_UNAVAILABLE` with `Retry-After` and does not run
    * the handler; `"fail-open"` runs the handler unprotected, logs and counts it. Default `"fail-closed"`.
+   *
+   * @default {"fail-closed"}
    */
   onStoreError?: "fail-closed" | "fail-open";
   /**
    * The most body bytes stored (after gzip). A larger response is stored without its body: a replay
    * answers its status and headers, an empty body and `X-Idempotency-Body-Omitted: true`. Default 1 MiB.
+   *
+   * @default {1048576}
    */
   maxStoredBodyBytes?: number;
-  /** Bodies larger than this are gzipped when that makes them smaller, in bytes. Default 1024. */
+  /**
+   * Bodies larger than this are gzipped when that makes them smaller, in bytes. Default 1024.
+   *
+   * @default {1024}
+   */
   compressThresholdBytes?: number;
-  /** Renew the lease every `lockTimeoutSeconds / 2` while the handler runs. Default `true`. */
+  /**
+   * Renew the lease every `lockTimeoutSeconds / 2` while the handler runs. Default `true`.
+   *
+   * @default {true}
+   */
   renewLease?: boolean;
-  /** CORS headers on every response, and OPTIONS answered 204 without running the handler. Default `true`. */
+  /**
+   * CORS headers on every response, and OPTIONS answered 204 without running the handler. Default `true`.
+   *
+   * @default {true}
+   */
   cors?: boolean;
   /**
    * Finds the user a key is scoped to; `null` makes the call anonymous. Default: the verified JWT `sub`, with
    * the service_role key as the service (see auth.ts). With the Postgres store the id must be the uuid of a
    * row in `auth.users` (a foreign key): anything else makes the store call fail.
+   *
+   * @default {createJwtUserResolver()} the verified JWT `sub`; the service_role key is the service}
    */
   getUserId?: GetUserId;
-  /** The HS256 secret for the default `getUserId`. Default: `SUPABASE_JWT_SECRET` from the environment. */
+  /**
+   * The HS256 secret for the default `getUserId`. Default: `SUPABASE_JWT_SECRET` from the environment.
+   *
+   * @default {Deno.env.get("SUPABASE_JWT_SECRET")}
+   */
   jwtSecret?: string;
-  /** Where failures are logged. Default `console`. */
+  /**
+   * Where failures are logged. Default `console`.
+   *
+   * @default {console}
+   */
   logger?: IdempotencyLogger;
 }
 
@@ -85,9 +173,18 @@ export type ResolvedIdempotencyOptions = Readonly<
   & Pick<IdempotencyOptions, "store" | "getUserId" | "jwtSecret">
 >;
 
-/** The defaults of every optional setting. */
+/**
+ * The defaults of every optional setting.
+ *
+ * @example Read a default
+ * ```ts
+ * import { DEFAULT_OPTIONS } from "./options.ts";
+ *
+ * console.assert(DEFAULT_OPTIONS.ttlSeconds === 86_400);
+ * ```
+ */
 export const DEFAULT_OPTIONS: Readonly<
-  Omit<ResolvedIdempotencyOptions, "functionName" | "store" | "getUserId" | "jwtSecret">
+  Required<Omit<IdempotencyOptions, "functionName" | "store" | "getUserId" | "jwtSecret">>
 > = Object.freeze({
   required: false,
   ttlSeconds: 86_400,
@@ -111,6 +208,14 @@ const FUNCTION_NAME = /^[A-Za-z0-9_-]{1,128}$/;
  * rather than on the first request. Pure: it opens nothing.
  *
  * @throws {TypeError | RangeError} on an invalid setting.
+ * @param options The options as given.
+ * @returns Every option, defaults filled in, frozen.
+ * @example Check options at startup
+ * ```ts
+ * import { resolveOptions } from "./options.ts";
+ *
+ * console.assert(resolveOptions({ functionName: "f" }).lockTimeoutSeconds === 30);
+ * ```
  */
 export function resolveOptions(options: IdempotencyOptions): ResolvedIdempotencyOptions {
   const resolved = { ...DEFAULT_OPTIONS, ...withoutUndefined(options) };
@@ -150,13 +255,35 @@ function checkChoice(name: string, value: string, choices: readonly string[]): v
 /** The shared default store: the one module-level instance, opened by the first call that needs it. */
 let sharedDefaultStore: PostgresStore | undefined;
 
-/** The default store, a {@link PostgresStore} on `SUPABASE_DB_URL`, created on first use. */
+/**
+ * The default store, a {@link PostgresStore} on `SUPABASE_DB_URL`, created on first use.
+ *
+ * @returns The shared default store.
+ * @throws {Error} when `SUPABASE_DB_URL` is unset.
+ * @example Use the default store directly
+ * ```ts
+ * import { defaultStore } from "./options.ts";
+ *
+ * Deno.env.set("SUPABASE_DB_URL", "postgresql://postgres:postgres@127.0.0.1:54322/postgres");
+ * console.assert(defaultStore().name === "postgres");
+ * ```
+ */
 export function defaultStore(): IdempotencyStore {
   sharedDefaultStore ??= new PostgresStore();
   return sharedDefaultStore;
 }
 
-/** Closes the default store if it was opened; a later {@link defaultStore} call opens a new one. */
+/**
+ * Closes the default store if it was opened; a later {@link defaultStore} call opens a new one.
+ *
+ * @example Close the pool on shutdown
+ * ```ts
+ * import { closeDefaultStore } from "./options.ts";
+ *
+ * globalThis.addEventListener("unload", () => void closeDefaultStore());
+ * await closeDefaultStore();
+ * ```
+ */
 export async function closeDefaultStore(): Promise<void> {
   const store = sharedDefaultStore;
   sharedDefaultStore = undefined;

@@ -30,7 +30,8 @@ Deno.test("options: given values win; an explicit undefined means the default", 
     ttlSeconds: 60,
     onInFlight: "wait",
     cors: false,
-    lockTimeoutSeconds: undefined,
+    // a JavaScript caller (or a spread of a partial object) can pass undefined whatever the type says
+    ...({ lockTimeoutSeconds: undefined } as object),
   });
   assert.equal(resolved.store, store);
   assert.equal(resolved.ttlSeconds, 60);

@@ -56,21 +56,30 @@ export function runStoreContract(name: string, makeStore: MakeStore, helpers: Co
   const test = (title: string, body: (ctx: CaseContext) => Promise<void>, poolSize = 5) =>
     Deno.test(`${name} store contract: ${title}`, () => runCase(makeStore, helpers, poolSize, body));
 
-  test("begin on a new key starts attempt 1 with a lease of its own", startsNewKeys);
-  test("begin under a live lease is in_progress with the lease's remaining seconds", inProgressUnderLease);
-  test("replay returns the stored status, headers, encoding and identical bytes", replaysStoredResponse);
-  test("replay counts every replay", countsReplays);
-  test("another fingerprint is a mismatch while processing, completed or failed", mismatches);
-  test("fail releases the key: the retry starts attempt 2 with a new lease", failThenRetry);
-  test("complete, fail and extendLease refuse a lease that is not the current one", refusesForeignLeases);
-  test("lease and TTL expiry: takeover, stale token refused, extended lease kept", expiry);
+  test("rule new-key: begin on a new key starts attempt 1 with a lease of its own", startsNewKeys);
   test(
-    "expiry never pre-empts a live lease: in_progress past the TTL, and the worker still completes",
+    "rule in-flight: begin under a live lease is in_progress with the lease's remaining seconds",
+    inProgressUnderLease,
+  );
+  test(
+    "rule replay: returns the stored status, headers, encoding and identical bytes",
+    replaysStoredResponse,
+  );
+  test("rule replay: counts every replay", countsReplays);
+  test("rule mismatch: another fingerprint is a mismatch while processing, completed or failed", mismatches);
+  test(
+    "rule retry-after-failure: fail releases the key, the retry starts attempt 2 with a new lease",
+    failThenRetry,
+  );
+  test("complete, fail and extendLease refuse a lease that is not the current one", refusesForeignLeases);
+  test("rules takeover and expired-restart: stale token refused, extended lease kept", expiry);
+  test(
+    "rule lease-outlives-ttl: in_progress past the TTL, and the worker still completes",
     ttlUnderLiveLease,
   );
   test("two users and the null scope hold one key independently", scopesAreIndependent);
   test("status shows the caller's own key, and null for unknown keys and other scopes", statusOfKeys);
-  test("begin rejects a ttl or lock timeout below one second", rejectsBadDurations);
+  test("rule invalid-durations: begin rejects a ttl or lock timeout below one second", rejectsBadDurations);
   test(
     `${CONCURRENT_CALLS} concurrent begins on a fresh key: exactly one started (${CONCURRENCY_ROUNDS} keys)`,
     concurrentBegins,
@@ -180,11 +189,11 @@ async function mismatches({ store, newKey }: CaseContext): Promise<void> {
     started(await store.begin(completed)),
     started(await store.begin(failed)),
   ];
-  assert.equal(await store.complete(leases[1], textResponse("done")), true);
-  assert.equal(await store.fail(leases[2], { message: "boom", status: 500 }), true);
+  assert.equal(await store.complete(leases[1]!, textResponse("done")), true);
+  assert.equal(await store.fail(leases[2]!, { message: "boom", status: 500 }), true);
   for (const [i, claim] of [processing, completed, failed].entries()) {
     const other = await store.begin({ ...claim, fingerprint: fingerprint() });
-    assert.deepEqual(other, { outcome: "mismatch", recordId: leases[i].recordId });
+    assert.deepEqual(other, { outcome: "mismatch", recordId: leases[i]!.recordId });
   }
   // A mismatch changes nothing: the original request still gets its own outcome.
   assert.equal((await store.begin(completed)).outcome, "replay");
@@ -315,7 +324,7 @@ export async function freeFormUserIdsAreIndependent(store: IdempotencyStore, key
   }
   for (const [i, claim] of claims.entries()) {
     const replay = replayed(await store.begin(claim));
-    assert.equal(replay.recordId, leases[i].recordId);
+    assert.equal(replay.recordId, leases[i]!.recordId);
     assert.deepEqual(replay.response.body, utf8(`for ${JSON.stringify(userIds[i])}`));
     assert.equal(replay.replayCount, 1, `scope ${JSON.stringify(userIds[i])} was replayed once`);
   }
@@ -323,15 +332,19 @@ export async function freeFormUserIdsAreIndependent(store: IdempotencyStore, key
 
 async function scopesAreIndependent({ store, users, newKey }: CaseContext): Promise<void> {
   const key = newKey();
-  const [a, b, anonymous] = [users[0], users[1], null].map((userId) => input(key, { userId }));
+  const [a, b, anonymous] = [
+    input(key, { userId: users[0] }),
+    input(key, { userId: users[1] }),
+    input(key, { userId: null }),
+  ];
   const leases = [
     started(await store.begin(a)),
     started(await store.begin(b)),
     started(await store.begin(anonymous)),
   ];
   assert.equal(new Set(leases.map((l) => l.recordId)).size, 3, "one record per scope");
-  assert.equal(await store.complete(leases[0], textResponse("for a")), true);
-  assert.equal(await store.fail(leases[2], { message: "anonymous failed" }), true);
+  assert.equal(await store.complete(leases[0]!, textResponse("for a")), true);
+  assert.equal(await store.fail(leases[2]!, { message: "anonymous failed" }), true);
 
   assert.deepEqual(replayed(await store.begin(a)).response.body, utf8("for a"));
   assert.equal((await store.begin(b)).outcome, "in_progress");

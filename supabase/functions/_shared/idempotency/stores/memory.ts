@@ -6,6 +6,7 @@
  * against it behaves the same on Postgres or Redis.
  */
 
+import { checkDurations, MAX_ERROR_MESSAGE, retryAfterSeconds } from "../_begin_rules.ts";
 import type {
   BeginInput,
   BeginResult,
@@ -16,15 +17,33 @@ import type {
   StoredResponse,
 } from "../store.ts";
 
-/** Options for {@link MemoryStore}. */
+/**
+ * Options for {@link MemoryStore}.
+ *
+ * @example A store with a test clock
+ * ```ts
+ * import { MemoryStore } from "./memory.ts";
+ *
+ * let now = 0;
+ * const store = new MemoryStore({ now: () => now, maxEntries: 100 });
+ * now += 1000;
+ * console.assert(store.name === "memory");
+ * ```
+ */
 export interface MemoryStoreOptions {
-  /** The clock in epoch milliseconds; tests inject one to expire leases without waiting. Default `Date.now`. */
+  /**
+   * The clock in epoch milliseconds; tests inject one to expire leases without waiting. Default `Date.now`.
+   *
+   * @default {Date.now}
+   */
   now?: () => number;
   /**
    * The most records kept; default 10000. When full, a new key first evicts expired records, then the oldest
    * ones, so memory stays bounded even if nobody calls `cleanup`. A record under a live lease is never
    * evicted (its worker is still running), so while more than `maxEntries` requests are in flight at once
    * the store holds more records than this until their leases end.
+   *
+   * @default {10000}
    */
   maxEntries?: number;
 }
@@ -48,10 +67,24 @@ interface MemoryRecord {
   expiresAt: number;
 }
 
-/** Longest error message kept, as in `idempotency_fail`. */
-const MAX_ERROR_MESSAGE = 2000;
-
-/** An {@link IdempotencyStore} held in a `Map`; every method is synchronous inside, hence atomic. */
+/**
+ * An {@link IdempotencyStore} held in a `Map`; every method is synchronous inside, hence atomic.
+ *
+ * @example Idempotency within one isolate
+ * ```ts
+ * import { withIdempotency } from "../middleware.ts";
+ * import { MemoryStore } from "./memory.ts";
+ *
+ * const handler = withIdempotency(() => new Response("done"), {
+ *   functionName: "local-job",
+ *   store: new MemoryStore(),
+ *   anonymous: "shared",
+ * });
+ * const call = () => handler(new Request("http://localhost/", { method: "POST", headers: { "idempotency-key": "job-1" } }));
+ * await (await call()).text();
+ * console.assert((await call()).headers.get("x-idempotency-replay") === "true");
+ * ```
+ */
 export class MemoryStore implements IdempotencyStore {
   /** Always `memory`. */
   readonly name = "memory";
@@ -61,7 +94,12 @@ export class MemoryStore implements IdempotencyStore {
   readonly #byScope = new Map<string, MemoryRecord>();
   readonly #byId = new Map<string, MemoryRecord>();
 
-  /** Throws a RangeError for a `maxEntries` below 1, which could hold no record at all. */
+  /**
+   * Throws a RangeError for a `maxEntries` below 1, which could hold no record at all.
+   *
+   * @param options Clock and size bound.
+   * @throws {RangeError} when `maxEntries` is not a positive integer.
+   */
   constructor(options: MemoryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
     this.#maxEntries = options.maxEntries ?? 10_000;
@@ -70,12 +108,24 @@ export class MemoryStore implements IdempotencyStore {
     }
   }
 
-  /** Claims a key with the same outcomes as `idempotency_begin`. */
+  /**
+   * Claims a key with the same outcomes as `idempotency_begin`.
+   *
+   * @param input The key, its scope and request fingerprint, and the durations.
+   * @returns The outcome the begin rules give.
+   * @throws {RangeError} rule invalid-durations; another error when the store cannot be reached.
+   */
   begin(input: BeginInput): Promise<BeginResult> {
     return settle(() => this.#begin(input, this.#now()));
   }
 
-  /** Stores a copy of the response; `false` unless `lease` is the current one. */
+  /**
+   * Stores a copy of the response; `false` unless `lease` is the current one.
+   *
+   * @param lease What `begin` returned with `started`.
+   * @param response The response to keep.
+   * @returns `false` when the lease is no longer the caller's (nothing was written).
+   */
   complete(lease: Lease, response: StoredResponse): Promise<boolean> {
     const record = this.#leased(lease);
     if (!record) return Promise.resolve(false);
@@ -89,7 +139,13 @@ export class MemoryStore implements IdempotencyStore {
     return Promise.resolve(true);
   }
 
-  /** Marks the attempt failed so the next `begin` with the same request starts again. */
+  /**
+   * Marks the attempt failed so the next `begin` with the same request starts again.
+   *
+   * @param lease What `begin` returned with `started`.
+   * @param error The failure, kept for operators (never replayed).
+   * @returns `false` when the lease is no longer the caller's.
+   */
   fail(lease: Lease, error: { message: string; status?: number }): Promise<boolean> {
     const record = this.#leased(lease);
     if (!record) return Promise.resolve(false);
@@ -100,7 +156,13 @@ export class MemoryStore implements IdempotencyStore {
     return Promise.resolve(true);
   }
 
-  /** Moves the lease end to `lockTimeoutSeconds` (at least 1) from now. */
+  /**
+   * Moves the lease end to `lockTimeoutSeconds` (at least 1) from now.
+   *
+   * @param lease What `begin` returned with `started`.
+   * @param lockTimeoutSeconds The new lease length, from now.
+   * @returns `false` when the lease is no longer the caller's.
+   */
   extendLease(lease: Lease, lockTimeoutSeconds: number): Promise<boolean> {
     const record = this.#leased(lease);
     if (!record) return Promise.resolve(false);
@@ -108,7 +170,12 @@ export class MemoryStore implements IdempotencyStore {
     return Promise.resolve(true);
   }
 
-  /** The record of one scope, unless it expired. */
+  /**
+   * The record of one scope, unless it expired.
+   *
+   * @param scope The key and its user.
+   * @returns The key's state, or `null` when there is none (or it expired).
+   */
   status(scope: KeyScope): Promise<KeyStatus | null> {
     const record = this.#byScope.get(scopeId(scope));
     if (!record || record.expiresAt <= this.#now()) return Promise.resolve(null);
@@ -125,7 +192,12 @@ export class MemoryStore implements IdempotencyStore {
     });
   }
 
-  /** Deletes every expired record in one pass (there is no lock to hold, so `batchSize` does not apply). */
+  /**
+   * Deletes every expired record in one pass (there is no lock to hold, so `batchSize` does not apply).
+   *
+   * @param _options `batchSize`: the most records deleted per batch.
+   * @returns How many records were deleted.
+   */
   cleanup(_options?: { batchSize?: number }): Promise<number> {
     return Promise.resolve(this.#deleteExpired(this.#now()));
   }
@@ -137,22 +209,25 @@ export class MemoryStore implements IdempotencyStore {
     return Promise.resolve();
   }
 
+  /** The begin rules (docs/guide.md, "The begin rules"), by name. */
   #begin(input: BeginInput, now: number): BeginResult {
-    checkSeconds("ttlSeconds", input.ttlSeconds);
-    checkSeconds("lockTimeoutSeconds", input.lockTimeoutSeconds);
+    checkDurations(input); // invalid-durations
     const record = this.#byScope.get(scopeId(input));
+    // new-key, expired-restart (isExpired keeps lease-outlives-ttl)
     if (!record || isExpired(record, now)) return this.#create(input, now, record);
+    // takeover, retry-after-failure
     if (record.fingerprint === input.fingerprint && leaseIsFree(record, now)) {
       return this.#takeOver(record, input, now);
     }
     if (record.fingerprint !== input.fingerprint) return { outcome: "mismatch", recordId: record.id };
-    if (record.status === "completed" && record.response) {
+    if (record.status === "completed" && record.response) { // replay
       record.replayCount += 1;
       const response = copyResponse(record.response);
       return { outcome: "replay", recordId: record.id, response, replayCount: record.replayCount };
     }
-    const retryAfterSeconds = Math.max(1, Math.ceil(((record.lockedUntil ?? now) - now) / 1000));
-    return { outcome: "in_progress", recordId: record.id, retryAfterSeconds };
+    // in-flight
+    const retryAfter = retryAfterSeconds(record.lockedUntil ?? now, now);
+    return { outcome: "in_progress", recordId: record.id, retryAfterSeconds: retryAfter };
   }
 
   /** A new record, replacing an expired one in place (same id, as the SQL update keeps the row). */
@@ -286,11 +361,4 @@ function copyResponse(response: StoredResponse): StoredResponse {
     body: response.body.slice(),
     encoding: response.encoding,
   };
-}
-
-/** The same guard as the SQL function: a zero or negative duration would make every record stale at once. */
-function checkSeconds(name: string, value: number): void {
-  if (!Number.isFinite(value) || value < 1) {
-    throw new RangeError(`${name} must be at least 1 second, got ${value}`);
-  }
 }

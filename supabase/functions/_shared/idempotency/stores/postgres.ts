@@ -6,7 +6,8 @@
  * and a row lock inside Postgres, never by this code.
  */
 
-import postgres from "postgres";
+import postgres from "npm:postgres@3.4.9";
+import { storedResponse, toBeginResult } from "../_begin_rules.ts";
 import type {
   BeginInput,
   BeginResult,
@@ -17,21 +18,66 @@ import type {
   StoredResponse,
 } from "../store.ts";
 
-/** Options for {@link PostgresStore}. */
+/**
+ * A `npm:postgres` (postgres.js 3.4.9) client: a pool, as `postgres(url)` returns it.
+ *
+ * @example Share your pool with the store
+ * ```ts
+ * import postgres from "npm:postgres@3.4.9";
+ * import { type PostgresClient, PostgresStore } from "./postgres.ts";
+ *
+ * const sql: PostgresClient = postgres("postgresql://postgres:postgres@127.0.0.1:54322/postgres");
+ * const store = new PostgresStore({ sql }); // connects on the first query
+ * await store.close(); // leaves `sql` open
+ * await sql.end();
+ * ```
+ */
+export type PostgresClient = postgres.Sql;
+
+/**
+ * Options for {@link PostgresStore}.
+ *
+ * @example Through Supavisor's transaction mode
+ * ```ts
+ * import { PostgresStore } from "./postgres.ts";
+ *
+ * // port 6543: prepared statements are switched off by default
+ * const store = new PostgresStore({ url: "postgresql://postgres:pw@db.example.com:6543/postgres", max: 5 });
+ * await store.close();
+ * ```
+ */
 export interface PostgresStoreOptions {
-  /** The connection string; default `Deno.env` `SUPABASE_DB_URL` (set in every hosted Edge Function). */
+  /**
+   * The connection string; default `Deno.env` `SUPABASE_DB_URL` (set in every hosted Edge Function).
+   *
+   * @default {Deno.env.get("SUPABASE_DB_URL")}
+   */
   url?: string;
-  /** A client you already have: used as is (the other options are then unused); `close()` leaves it open. */
-  sql?: postgres.Sql;
-  /** Most connections in the pool; default 10. Concurrent requests beyond it queue in the client. */
+  /**
+   * A client you already have: used as is (the other options are then unused); `close()` leaves it open.
+   *
+   * @default {undefined} a pool of its own, opened from `url`
+   */
+  sql?: PostgresClient;
+  /**
+   * Most connections in the pool; default 10. Concurrent requests beyond it queue in the client.
+   *
+   * @default {10}
+   */
   max?: number;
   /**
    * Whether to use named prepared statements. Default: `false` when the URL's port is 6543 (Supavisor in
    * transaction mode hands each transaction to any server connection, where a prepared statement is
    * missing), `true` otherwise.
+   *
+   * @default {preparedStatementsSupported(url)}
    */
   prepare?: boolean;
-  /** How long to wait for a new connection before the call fails, in seconds; default 5. */
+  /**
+   * How long to wait for a new connection before the call fails, in seconds; default 5.
+   *
+   * @default {5}
+   */
   connectTimeoutSeconds?: number;
 }
 
@@ -66,7 +112,20 @@ interface StatusRow {
 const TRANSACTION_POOLER_PORT = "6543";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** An {@link IdempotencyStore} on Postgres through `npm:postgres`. */
+/**
+ * An {@link IdempotencyStore} on Postgres through `npm:postgres`.
+ *
+ * @example The default store, explicitly
+ * ```ts
+ * import { withIdempotency } from "../middleware.ts";
+ * import { PostgresStore } from "./postgres.ts";
+ *
+ * const store = new PostgresStore({ url: "postgresql://postgres:postgres@127.0.0.1:54322/postgres" });
+ * const handler = withIdempotency(() => new Response("ok"), { functionName: "charge", store });
+ * console.assert(typeof handler === "function");
+ * await store.close();
+ * ```
+ */
 export class PostgresStore implements IdempotencyStore {
   /** Always `postgres`. */
   readonly name = "postgres";
@@ -74,7 +133,12 @@ export class PostgresStore implements IdempotencyStore {
   /** Only a pool this store opened is ended by `close()`. */
   readonly #ownsClient: boolean;
 
-  /** Opens no connection yet (postgres.js connects on the first query); throws when no URL is known. */
+  /**
+   * Opens no connection yet (postgres.js connects on the first query); throws when no URL is known.
+   *
+   * @param options Where the database is, or a client to reuse.
+   * @throws {Error} when neither `url`, `sql` nor `SUPABASE_DB_URL` is given.
+   */
   constructor(options: PostgresStoreOptions = {}) {
     if (options.sql) {
       this.#sql = options.sql;
@@ -95,7 +159,13 @@ export class PostgresStore implements IdempotencyStore {
     this.#ownsClient = true;
   }
 
-  /** Claims a key through `idempotency_begin`. */
+  /**
+   * Claims a key through `idempotency_begin`, which applies the begin rules (docs/guide.md).
+   *
+   * @param input The key, its scope and request fingerprint, and the durations.
+   * @returns The outcome the begin rules give.
+   * @throws {RangeError} rule invalid-durations; another error when the store cannot be reached.
+   */
   begin(input: BeginInput): Promise<BeginResult> {
     return this.#run("begin", async () => {
       const [row] = await this.#sql<BeginRow[]>`
@@ -104,11 +174,32 @@ export class PostgresStore implements IdempotencyStore {
           ${input.ttlSeconds}::integer, ${input.lockTimeoutSeconds}::integer
         )`;
       if (!row) throw new Error("idempotency_begin returned no row");
-      return toBeginResult(row);
+      return toBeginResult({
+        outcome: row.outcome,
+        recordId: row.record_id,
+        leaseToken: row.lease_token,
+        attempt: row.attempt_count,
+        replayCount: row.replay_count,
+        retryAfterSeconds: row.retry_after_seconds,
+        // postgres.js hands out a Buffer that may share a pooled slab: copy into a plain Uint8Array of its own.
+        response: () =>
+          storedResponse(
+            row.status_code,
+            row.response_headers,
+            row.response ? new Uint8Array(row.response) : new Uint8Array(0),
+            row.response_encoding,
+          ),
+      });
     });
   }
 
-  /** Stores the response through `idempotency_complete`. */
+  /**
+   * Stores the response through `idempotency_complete`.
+   *
+   * @param lease What `begin` returned with `started`.
+   * @param response The response to keep.
+   * @returns `false` when the lease is no longer the caller's (nothing was written).
+   */
   complete(lease: Lease, response: StoredResponse): Promise<boolean> {
     if (!isUuidLease(lease)) return Promise.resolve(false);
     return this.#run("complete", async () => {
@@ -121,7 +212,13 @@ export class PostgresStore implements IdempotencyStore {
     });
   }
 
-  /** Releases the key through `idempotency_fail`. */
+  /**
+   * Releases the key through `idempotency_fail`.
+   *
+   * @param lease What `begin` returned with `started`.
+   * @param error The failure, kept for operators (never replayed).
+   * @returns `false` when the lease is no longer the caller's.
+   */
   fail(lease: Lease, error: { message: string; status?: number }): Promise<boolean> {
     if (!isUuidLease(lease)) return Promise.resolve(false);
     return this.#run("fail", async () => {
@@ -134,7 +231,13 @@ export class PostgresStore implements IdempotencyStore {
     });
   }
 
-  /** Renews the lease through `idempotency_extend_lease`. */
+  /**
+   * Renews the lease through `idempotency_extend_lease`.
+   *
+   * @param lease What `begin` returned with `started`.
+   * @param lockTimeoutSeconds The new lease length, from now.
+   * @returns `false` when the lease is no longer the caller's.
+   */
   extendLease(lease: Lease, lockTimeoutSeconds: number): Promise<boolean> {
     if (!isUuidLease(lease)) return Promise.resolve(false);
     return this.#run("extendLease", async () => {
@@ -149,6 +252,9 @@ export class PostgresStore implements IdempotencyStore {
   /**
    * Reads the table directly rather than `get_idempotency_status`: that function filters by `auth.uid()`,
    * which is empty on the service-role connection an Edge Function holds.
+   *
+   * @param scope The key and its user.
+   * @returns The key's state, or `null` when there is none (or it expired).
    */
   status(scope: KeyScope): Promise<KeyStatus | null> {
     return this.#run("status", async () => {
@@ -163,7 +269,12 @@ export class PostgresStore implements IdempotencyStore {
     });
   }
 
-  /** Deletes expired rows through `cleanup_expired_idempotency_keys` (default batch 10000). */
+  /**
+   * Deletes expired rows through `cleanup_expired_idempotency_keys` (default batch 10000).
+   *
+   * @param options `batchSize`: the most records deleted per batch.
+   * @returns How many records were deleted.
+   */
   cleanup(options: { batchSize?: number } = {}): Promise<number> {
     return this.#run("cleanup", async () => {
       const [row] = await this.#sql<{ deleted: string }[]>`
@@ -188,37 +299,6 @@ export class PostgresStore implements IdempotencyStore {
   }
 }
 
-function toBeginResult(row: BeginRow): BeginResult {
-  const recordId = row.record_id;
-  switch (row.outcome) {
-    case "started":
-      return {
-        outcome: "started",
-        recordId,
-        leaseToken: String(row.lease_token),
-        attempt: row.attempt_count,
-      };
-    case "replay":
-      return { outcome: "replay", recordId, response: toStoredResponse(row), replayCount: row.replay_count };
-    case "in_progress":
-      return { outcome: "in_progress", recordId, retryAfterSeconds: row.retry_after_seconds ?? 1 };
-    case "mismatch":
-      return { outcome: "mismatch", recordId };
-    default:
-      throw new Error(`idempotency_begin returned an unknown outcome: ${row.outcome}`);
-  }
-}
-
-function toStoredResponse(row: BeginRow): StoredResponse {
-  return {
-    status: Number(row.status_code),
-    headers: row.response_headers ?? {},
-    // postgres.js hands out a Buffer that may share a pooled slab: copy into a plain Uint8Array of its own.
-    body: row.response ? new Uint8Array(row.response) : new Uint8Array(0),
-    encoding: row.response_encoding === "gzip" ? "gzip" : "identity",
-  };
-}
-
 function toKeyStatus(row: StatusRow): KeyStatus {
   return {
     key: row.idempotency_key,
@@ -238,7 +318,19 @@ function isUuidLease(lease: Lease): boolean {
   return UUID.test(lease.recordId) && UUID.test(lease.leaseToken);
 }
 
-/** Whether named prepared statements are safe on `url` (anything but the transaction-mode pooler). */
+/**
+ * Whether named prepared statements are safe on `url` (anything but the transaction-mode pooler).
+ *
+ * @param url A Postgres connection string.
+ * @returns `false` on port 6543 (Supavisor's transaction mode), `true` otherwise (and for an unparsable URL).
+ * @example Open a pool that fits the pooler
+ * ```ts
+ * import { preparedStatementsSupported } from "./postgres.ts";
+ *
+ * console.assert(!preparedStatementsSupported("postgresql://u:p@db.example.com:6543/postgres"));
+ * console.assert(preparedStatementsSupported("postgresql://u:p@db.example.com:5432/postgres"));
+ * ```
+ */
 export function preparedStatementsSupported(url: string): boolean {
   try {
     return new URL(url).port !== TRANSACTION_POOLER_PORT;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import postgres from "postgres";
+import postgres from "npm:postgres@3.4.9";
 import { claimMaker, runStoreContract, started } from "./contract_suite.ts";
 import { PostgresStore } from "./postgres.ts";
 
@@ -68,7 +68,7 @@ Deno.test("postgres store: cleanup deletes expired rows in batches, returns the 
     const [left] = await sql`select count(*)::int as n from public.idempotency_keys where id = any(${
       expired.map((r) => r.id)
     }::uuid[])`;
-    assert.equal(left.n, 0);
+    assert.equal(left!.n, 0);
     assert.equal((await store.status(live))?.status, "processing");
   } finally {
     await sql`delete from auth.users where id = any(${users}::uuid[])`;
@@ -124,7 +124,7 @@ Deno.test("postgres store: a client passed in is used and left open by close()",
     started(await store.begin(input));
     await store.close();
     const [row] = await sql`select status from public.idempotency_keys where idempotency_key = ${input.key}`;
-    assert.equal(row.status, "processing");
+    assert.equal(row!.status, "processing");
     await sql`delete from public.idempotency_keys where idempotency_key = ${input.key}`;
   } finally {
     await sql.end();

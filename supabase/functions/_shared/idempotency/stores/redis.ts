@@ -7,7 +7,8 @@
  */
 
 import { Buffer } from "node:buffer";
-import { createClient } from "redis";
+import { createClient } from "npm:redis@5.10.0";
+import { checkDurations, MAX_ERROR_MESSAGE, storedResponse, toBeginResult } from "../_begin_rules.ts";
 import type {
   BeginInput,
   BeginResult,
@@ -18,7 +19,17 @@ import type {
   StoredResponse,
 } from "../store.ts";
 
-/** Arguments of EVAL / EVALSHA in node-redis. */
+/**
+ * Arguments of EVAL / EVALSHA in node-redis.
+ *
+ * @example The arguments of one script call
+ * ```ts
+ * import type { RedisScriptOptions } from "./redis.ts";
+ *
+ * const options: RedisScriptOptions = { keys: ["idem:s:k-1"], arguments: ["token"] };
+ * console.assert(options.keys.length === 1);
+ * ```
+ */
 export interface RedisScriptOptions {
   /** The record key (scripts touch only declared keys, which Redis Cluster requires). */
   keys: string[];
@@ -26,27 +37,89 @@ export interface RedisScriptOptions {
   arguments: string[];
 }
 
-/** The node-redis calls this store makes; a client from `createClient()` fits. */
+/**
+ * The node-redis calls this store makes; a client from `createClient()` fits.
+ *
+ * @example Pass a client of your own
+ * ```ts
+ * import { createClient } from "npm:redis@5.10.0";
+ * import { type RedisScriptClient, RedisStore } from "./redis.ts";
+ *
+ * const client = createClient({ url: "redis://127.0.0.1:6379" });
+ * // connect it before the first call: the store never connects or closes a client it was given
+ * const store = new RedisStore({ client: client as unknown as RedisScriptClient });
+ * console.assert(store.name === "redis");
+ * ```
+ */
 export interface RedisScriptClient {
+  /**
+   * Runs a Lua script by its source.
+   *
+   * @param script The Lua source.
+   * @param options Its keys and arguments.
+   * @returns The script's reply.
+   */
   eval(script: string, options: RedisScriptOptions): Promise<unknown>;
+  /**
+   * Runs a Lua script Redis has cached.
+   *
+   * @param sha1 The script's SHA-1.
+   * @param options Its keys and arguments.
+   * @returns The script's reply; rejects with `NOSCRIPT` when Redis has not cached it.
+   */
   evalSha(sha1: string, options: RedisScriptOptions): Promise<unknown>;
+  /**
+   * Reads fields of a hash.
+   *
+   * @param key The hash.
+   * @param fields The fields read.
+   * @returns Their values, `null` for a missing one.
+   */
   hmGet(key: string, fields: string[]): Promise<unknown>;
 }
 
-/** Options for {@link RedisStore}. */
+/**
+ * Options for {@link RedisStore}.
+ *
+ * @example Several apps on one Redis
+ * ```ts
+ * import { RedisStore } from "./redis.ts";
+ *
+ * const store = new RedisStore({ url: "redis://127.0.0.1:6379", prefix: "billing:" }); // connects on first use
+ * await store.close();
+ * ```
+ */
 export interface RedisStoreOptions {
-  /** Where Redis is; default `Deno.env` `REDIS_URL`, else `redis://127.0.0.1:6379`. */
+  /**
+   * Where Redis is; default `Deno.env` `REDIS_URL`, else `redis://127.0.0.1:6379`.
+   *
+   * @default {Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379"}
+   */
   url?: string;
-  /** Put before every record key, so several apps can share one Redis; default `idem:`. */
+  /**
+   * Put before every record key, so several apps can share one Redis; default `idem:`.
+   *
+   * @default {"idem:"}
+   */
   prefix?: string;
-  /** A connected client you already have; the store never connects or closes it. `url` is then unused. */
+  /**
+   * A connected client you already have; the store never connects or closes it. `url` is then unused.
+   *
+   * @default {undefined} a client of its own, opened from `url`
+   */
   client?: RedisScriptClient;
   /**
    * How long connecting may take, handshake included, in seconds; default 5. node-redis's own
    * `connectTimeout` covers only the TCP connect, so a server that accepts and then stays silent would hang.
+   *
+   * @default {5}
    */
   connectTimeoutSeconds?: number;
-  /** How long one call waits for its reply, in seconds; default 5. Then it rejects, as a store error. */
+  /**
+   * How long one call waits for its reply, in seconds; default 5. Then it rejects, as a store error.
+   *
+   * @default {5}
+   */
   commandTimeoutSeconds?: number;
 }
 
@@ -58,9 +131,6 @@ interface Script {
 
 /** The client this store opened itself, which it connects on first use and closes in `close()`. */
 type OwnedClient = ReturnType<typeof createClient>;
-
-/** Longest error message kept, as in `idempotency_fail`. */
-const MAX_ERROR_MESSAGE = 2000;
 
 /**
  * Shared by every script: the Redis clock in ms, numbers written without exponent notation, and the key's
@@ -85,8 +155,9 @@ if current[1] ~= 'processing' or current[2] ~= ARGV[1] then return 0 end
 
 /**
  * KEYS[1] record; ARGV fingerprint, function name, ttl ms, lock ms, new lease token.
- * The same decisions, in the same order, as `idempotency_begin`: a record is expired only when it is past
- * expires_at and no worker holds a live lease on it, so expiry never pre-empts running work.
+ * The begin rules (docs/guide.md, "The begin rules"; names in _begin_rules.ts), decided as
+ * `idempotency_begin` decides them: a record is expired only when it is past expires_at and no worker holds a
+ * live lease on it, so expiry never pre-empts running work. (Rule invalid-durations is checked before the call.)
  */
 const BEGIN = `${PRELUDE}
 local key = KEYS[1]
@@ -104,21 +175,26 @@ local function start(attempt, expires)
 end
 
 local live_lease = status == 'processing' and locked_until > now
+-- rules new-key and expired-restart (lease-outlives-ttl: a live lease keeps the record in force)
 if not status or (expires_at <= now and not live_lease) then
   redis.call('DEL', key)
   redis.call('HSET', key, 'created_at', ms(now), 'replay_count', 0)
   return start(1, now + ttl_ms)
 end
+-- rules retry-after-failure and takeover
 if fp == fingerprint and (status == 'failed' or (status == 'processing' and locked_until <= now)) then
   return start(attempts + 1, expires_at)
 end
+-- rule mismatch
 if fp ~= fingerprint then return {'mismatch'} end
+-- rule replay
 if status == 'completed' then
   local replays = redis.call('HINCRBY', key, 'replay_count', 1)
   redis.call('HSET', key, 'last_replayed_at', ms(now))
   local s = redis.call('HMGET', key, 'status_code', 'headers', 'body', 'encoding')
   return {'replay', s[1], s[2], s[3], s[4], replays}
 end
+-- rule in-flight
 return {'in_progress', math.max(1, math.ceil((locked_until - now) / 1000))}
 `;
 
@@ -171,6 +247,17 @@ const STATUS_FIELDS = [
  * An {@link IdempotencyStore} on Redis. A record is a hash at `prefix + "s:" + key` for the shared scope
  * (`userId` null) and at `prefix + "u:" + escapedUserId + ":" + key` for a user, and that key name is also
  * its `recordId`, so `complete` finds the hash without a second index. See {@link recordKey}.
+ *
+ * @example Use Redis for one function
+ * ```ts
+ * import { withIdempotency } from "../middleware.ts";
+ * import { RedisStore } from "./redis.ts";
+ *
+ * const store = new RedisStore({ url: Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379" });
+ * const handler = withIdempotency(() => new Response("ok"), { functionName: "charge", store });
+ * console.assert(typeof handler === "function");
+ * await store.close();
+ * ```
  */
 export class RedisStore implements IdempotencyStore {
   /** Always `redis`. */
@@ -184,7 +271,11 @@ export class RedisStore implements IdempotencyStore {
   #connecting: Promise<unknown> | undefined;
   #closed = false;
 
-  /** Connects lazily, on the first call, so constructing a store in module scope costs nothing. */
+  /**
+   * Connects lazily, on the first call, so constructing a store in module scope costs nothing.
+   *
+   * @param options Where Redis is, or a connected client, and the timeouts.
+   */
   constructor(options: RedisStoreOptions = {}) {
     this.#prefix = options.prefix ?? "idem:";
     this.#connectTimeoutMs = (options.connectTimeoutSeconds ?? 5) * 1000;
@@ -203,11 +294,16 @@ export class RedisStore implements IdempotencyStore {
     };
   }
 
-  /** Claims a key in one script. */
+  /**
+   * Claims a key in one script.
+   *
+   * @param input The key, its scope and request fingerprint, and the durations.
+   * @returns The outcome the begin rules give.
+   * @throws {RangeError} rule invalid-durations; another error when the store cannot be reached.
+   */
   begin(input: BeginInput): Promise<BeginResult> {
     return this.#run("begin", async () => {
-      checkSeconds("ttlSeconds", input.ttlSeconds);
-      checkSeconds("lockTimeoutSeconds", input.lockTimeoutSeconds);
+      checkDurations(input);
       const recordId = this.#recordKey(input);
       const reply = await this.#eval(this.#scripts.begin, recordId, [
         input.fingerprint,
@@ -216,11 +312,17 @@ export class RedisStore implements IdempotencyStore {
         String(input.lockTimeoutSeconds * 1000),
         crypto.randomUUID(),
       ]);
-      return toBeginResult(recordId, reply);
+      return beginResultOf(recordId, reply);
     });
   }
 
-  /** Stores the response (body as base64, since hash fields are read back as UTF-8 strings). */
+  /**
+   * Stores the response (body as base64, since hash fields are read back as UTF-8 strings).
+   *
+   * @param lease What `begin` returned with `started`.
+   * @param response The response to keep.
+   * @returns `false` when the lease is no longer the caller's (nothing was written).
+   */
   complete(lease: Lease, response: StoredResponse): Promise<boolean> {
     if (!this.#ownsRecord(lease)) return Promise.resolve(false);
     return this.#run("complete", async () => {
@@ -237,7 +339,13 @@ export class RedisStore implements IdempotencyStore {
     });
   }
 
-  /** Marks the attempt failed so a retry runs again. */
+  /**
+   * Marks the attempt failed so a retry runs again.
+   *
+   * @param lease What `begin` returned with `started`.
+   * @param error The failure, kept for operators (never replayed).
+   * @returns `false` when the lease is no longer the caller's.
+   */
   fail(lease: Lease, error: { message: string; status?: number }): Promise<boolean> {
     if (!this.#ownsRecord(lease)) return Promise.resolve(false);
     return this.#run("fail", async () => {
@@ -250,7 +358,13 @@ export class RedisStore implements IdempotencyStore {
     });
   }
 
-  /** Renews the lease from Redis's clock. */
+  /**
+   * Renews the lease from Redis's clock.
+   *
+   * @param lease What `begin` returned with `started`.
+   * @param lockTimeoutSeconds The new lease length, from now.
+   * @returns `false` when the lease is no longer the caller's.
+   */
   extendLease(lease: Lease, lockTimeoutSeconds: number): Promise<boolean> {
     if (!this.#ownsRecord(lease)) return Promise.resolve(false);
     return this.#run("extendLease", async () => {
@@ -265,6 +379,9 @@ export class RedisStore implements IdempotencyStore {
   /**
    * One HMGET. A key outlives its expires_at while a worker holds a live lease on it; such a record reads
    * as `null`, as on Postgres. That check uses this process's clock (a read-only call runs no script).
+   *
+   * @param scope The key and its user.
+   * @returns The key's state, or `null` when there is none (or it expired).
    */
   status(scope: KeyScope): Promise<KeyStatus | null> {
     return this.#run("status", async () => {
@@ -278,6 +395,9 @@ export class RedisStore implements IdempotencyStore {
   /**
    * Always 0: every record carries PEXPIREAT at its expiry (or at the end of a live lease, if later), so
    * Redis deletes expired records itself.
+   *
+   * @param _options `batchSize`: the most records deleted per batch.
+   * @returns How many records were deleted.
    */
   cleanup(_options?: { batchSize?: number }): Promise<number> {
     return Promise.resolve(0);
@@ -398,36 +518,25 @@ async function sha1Hex(text: string): Promise<string> {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function toBeginResult(recordId: string, reply: unknown): BeginResult {
+/** Reads `{'started', token, attempt}`, `{'replay', status, headers, body, encoding, replays}`, ... */
+function beginResultOf(recordId: string, reply: unknown): BeginResult {
   if (!Array.isArray(reply)) throw new Error(`unexpected begin reply: ${JSON.stringify(reply)}`);
-  switch (reply[0]) {
-    case "started":
-      return { outcome: "started", recordId, leaseToken: String(reply[1]), attempt: Number(reply[2]) };
-    case "replay":
-      return {
-        outcome: "replay",
-        recordId,
-        response: toStoredResponse(reply),
-        replayCount: Number(reply[5]),
-      };
-    case "in_progress":
-      return { outcome: "in_progress", recordId, retryAfterSeconds: Number(reply[1]) };
-    case "mismatch":
-      return { outcome: "mismatch", recordId };
-    default:
-      throw new Error(`unexpected begin reply: ${JSON.stringify(reply)}`);
-  }
-}
-
-/** Reads `{'replay', status_code, headers, body, encoding, replays}`. */
-function toStoredResponse(reply: unknown[]): StoredResponse {
-  const [, status, headers, body, encoding] = reply;
-  return {
-    status: Number(status),
-    headers: headers ? JSON.parse(String(headers)) : {},
-    body: new Uint8Array(Buffer.from(String(body ?? ""), "base64")),
-    encoding: encoding === "gzip" ? "gzip" : "identity",
-  };
+  const [outcome, first, second, third, fourth, fifth] = reply;
+  return toBeginResult({
+    outcome,
+    recordId,
+    leaseToken: first,
+    attempt: second,
+    retryAfterSeconds: first,
+    replayCount: fifth,
+    response: () =>
+      storedResponse(
+        first,
+        second ? JSON.parse(String(second)) : {},
+        new Uint8Array(Buffer.from(String(third ?? ""), "base64")),
+        fourth,
+      ),
+  });
 }
 
 /** Maps the HMGET of {@link STATUS_FIELDS}; `null` when the hash does not exist. */
@@ -445,11 +554,4 @@ function toKeyStatus(key: string, values: (string | null)[]): KeyStatus | null {
     completedAt: completedAt ? new Date(Number(completedAt)) : null,
     expiresAt: new Date(Number(expiresAt)),
   };
-}
-
-/** The same guard as the SQL function: a zero or negative duration would make every record stale at once. */
-function checkSeconds(name: string, value: number): void {
-  if (!Number.isFinite(value) || value < 1) {
-    throw new RangeError(`${name} must be at least 1 second, got ${value}`);
-  }
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decodeBody, encodeBody, fromStoredResponse, gunzip, gzip, toStoredResponse } from "./codec.ts";
+import { decodeBody, encodeBody, fromStoredResponse, gunzip, gzip, toStoredResponse } from "./_codec.ts";
 
 const repetitive = (length: number) => new TextEncoder().encode("abcdefgh".repeat(length / 8));
 
