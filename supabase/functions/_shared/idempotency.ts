@@ -85,6 +85,40 @@ export type {
 } from "./idempotency/store.ts";
 export { MemoryStore, type MemoryStoreOptions } from "./idempotency/stores/memory.ts";
 export {
+  bucketOf,
+  KEYLESS_KEY_PREFIX,
+  keylessBaseKey,
+  type KeylessInput,
+  KeylessPairStore,
+  type KeylessPairStoreOptions,
+} from "./idempotency/keyless.ts";
+export { type EnvReader, inRollout, type RolloutSetting, rolloutSetting } from "./idempotency/rollout.ts";
+export {
+  type CounterRow,
+  createMetrics,
+  LATENCY_BUCKETS,
+  type LatencyHistogram,
+  type MetricsRecorder,
+  type MetricsSnapshot,
+  OUTCOME_LABELS,
+  renderPrometheus,
+  type StatsRow,
+} from "./idempotency/metrics.ts";
+export {
+  closeSharedMetricsRecorder,
+  metricsRecorderFromEnv,
+  PostgresMetricsRecorder,
+  type PostgresMetricsRecorderOptions,
+} from "./idempotency/metrics_postgres.ts";
+export {
+  type FrontCache,
+  type FrontEntry,
+  LayeredStore,
+  type LayeredStoreOptions,
+  RedisFrontCache,
+  type RedisFrontCacheOptions,
+} from "./idempotency/stores/layered.ts";
+export {
   PostgresStore,
   type PostgresStoreOptions,
   preparedStatementsSupported,

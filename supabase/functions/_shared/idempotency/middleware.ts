@@ -9,6 +9,10 @@ import { errorResponse, IdempotencyError } from "./errors.ts";
 import { requestFingerprint } from "./fingerprint.ts";
 import { corsHeaders, REPLAY_HEADER, withCorsHeaders } from "./headers.ts";
 import { getIdempotencyKey } from "./key.ts";
+import { keylessBaseKey, KeylessPairStore } from "./keyless.ts";
+import { createMetrics, type MetricsRecorder } from "./metrics.ts";
+import { metricsRecorderFromEnv } from "./metrics_postgres.ts";
+import { inRollout, rolloutSetting } from "./rollout.ts";
 import {
   defaultStore,
   type IdempotencyOptions,
@@ -38,6 +42,8 @@ export interface IdempotencyMetrics {
   failOpen: number;
   /** Requests whose lease was taken over while they ran: their result was not stored. */
   leaseLost: number;
+  /** Requests the rollout switch sent past idempotency (disabled, or outside the rollout percentage). */
+  bypassed: number;
 }
 
 /** The wrapped handler, with its live {@link IdempotencyMetrics}. */
@@ -52,6 +58,8 @@ interface Context {
   readonly metrics: IdempotencyMetrics;
   readonly getCaller: (req: Request) => Promise<Caller>;
   readonly store: () => IdempotencyStore;
+  /** Where counts and latencies also go (see metrics.ts). */
+  readonly recorder: MetricsRecorder | undefined;
 }
 
 /** The request as read once at claim time: its bytes are what every later step sees. */
@@ -93,10 +101,12 @@ const MAX_POLL_MS = 1000;
  */
 export function withIdempotency(handler: Handler, options: IdempotencyOptions): IdempotentHandler {
   const resolved = resolveOptions(options);
+  const recorder = resolved.metrics ?? metricsRecorderFromEnv();
   const ctx: Context = {
     handler,
     options: resolved,
-    metrics: emptyMetrics(),
+    metrics: createMetrics(resolved.functionName, recorder),
+    recorder,
     getCaller: resolved.getUserId
       ? callerFromUserId(resolved.getUserId)
       : createJwtCallerResolver({ jwtSecret: resolved.jwtSecret }),
@@ -107,19 +117,6 @@ export function withIdempotency(handler: Handler, options: IdempotencyOptions): 
     value: ctx.metrics,
     enumerable: true,
   }) as IdempotentHandler;
-}
-
-function emptyMetrics(): IdempotencyMetrics {
-  return {
-    started: 0,
-    replayed: 0,
-    inFlight: 0,
-    mismatched: 0,
-    failed: 0,
-    storeErrors: 0,
-    failOpen: 0,
-    leaseLost: 0,
-  };
 }
 
 /** CORS around everything: preflights never reach the handler. */
@@ -143,13 +140,20 @@ async function answer(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo):
 }
 
 async function route(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
+  const rollout = rolloutSetting(ctx.options.functionName, {
+    enabled: ctx.options.enabled,
+    percent: ctx.options.rolloutPercent,
+  });
+  if (!rollout.enabled) return await bypass(ctx, req, info);
   const key = getIdempotencyKey(req);
   if (key === null) {
     if (ctx.options.required) {
       throw new IdempotencyError("KEY_REQUIRED", "This function needs an Idempotency-Key");
     }
-    return await ctx.handler(req, info);
+    if (!ctx.options.keyless) return await ctx.handler(req, info);
+    return await routeKeyless(ctx, req, info, rollout.percent);
   }
+  if (!inRollout(ctx.options.functionName, key, rollout.percent)) return await bypass(ctx, req, info);
   const caller = await ctx.getCaller(req);
   if (caller.kind === "anonymous" && ctx.options.anonymous === "bypass") return await ctx.handler(req, info);
   if (caller.kind === "anonymous" && ctx.options.anonymous === "reject") {
@@ -158,6 +162,42 @@ async function route(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): 
   const read: ReadRequest = { req, body: new Uint8Array(await req.arrayBuffer()), info };
   const claim = await claimKey(ctx, beginInput(ctx, read, key, caller));
   return await settleClaim(ctx, claim, read);
+}
+
+/** The rollout switch sent this request past idempotency: it runs as if unwrapped, and is counted. */
+function bypass(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
+  ctx.metrics.bypassed++;
+  return Promise.resolve(ctx.handler(req, info));
+}
+
+/**
+ * A call without a key, with `keyless` on: claimed under a key derived from caller, function and request
+ * (see keyless.ts) on the pair of time buckets. Anonymous callers run unprotected: merging them could serve
+ * one stranger's response to another.
+ */
+async function routeKeyless(
+  ctx: Context,
+  req: Request,
+  info: Deno.ServeHandlerInfo | undefined,
+  percent: number,
+): Promise<Response> {
+  const caller = await ctx.getCaller(req);
+  if (caller.kind === "anonymous") return await ctx.handler(req, info);
+  const read: ReadRequest = { req, body: new Uint8Array(await req.arrayBuffer()), info };
+  const input = beginInput(ctx, read, "", caller);
+  const key = keylessBaseKey({
+    callerKind: caller.kind,
+    userId: input.userId,
+    functionName: input.functionName,
+    fingerprint: input.fingerprint,
+  });
+  if (!inRollout(ctx.options.functionName, key, percent)) return await bypass(ctx, freshRequest(read), info);
+  const pairs = new KeylessPairStore(ctx.store(), { windowMs: ctx.options.keylessWindowMs });
+  // a keyless claim is only needed for twice the window; the stores' TTL is whole seconds
+  const ttlSeconds = Math.max(1, Math.ceil((2 * ctx.options.keylessWindowMs) / 1000));
+  const keylessCtx: Context = { ...ctx, store: () => pairs };
+  const claim = await claimKey(keylessCtx, { ...input, key, ttlSeconds });
+  return await settleClaim(keylessCtx, claim, read);
 }
 
 /** Path and query: `/charge?amount=1` and `/charge?amount=2` are different requests. */
@@ -182,7 +222,9 @@ function beginInput(ctx: Context, read: ReadRequest, key: string, caller: Caller
 /** `begin`, then (in `"wait"` mode) polls while another request holds the key. */
 async function claimKey(ctx: Context, input: BeginInput): Promise<Claim> {
   try {
+    const claimStart = performance.now();
     const result = await ctx.store().begin(input);
+    ctx.recorder?.observe(ctx.options.functionName, "claim", (performance.now() - claimStart) / 1000);
     if (result.outcome !== "in_progress") return result;
     ctx.metrics.inFlight++;
     return ctx.options.onInFlight === "wait" ? await waitForFirst(ctx, input, result) : result;
@@ -270,9 +312,11 @@ async function runClaimed(ctx: Context, lease: Lease, read: ReadRequest): Promis
 
 /** The handler's answer with its body read; a throw becomes a 500 `INTERNAL_ERROR`. */
 async function runHandler(ctx: Context, read: ReadRequest): Promise<HandlerOutcome> {
+  const handlerStart = performance.now();
   try {
     const response = await ctx.handler(freshRequest(read), read.info);
     const body = new Uint8Array(await response.arrayBuffer());
+    ctx.recorder?.observe(ctx.options.functionName, "handler", (performance.now() - handlerStart) / 1000);
     return { status: response.status, headers: new Headers(response.headers), body };
   } catch (error) {
     log(ctx, "error", "the handler threw; the key is released for a retry", error);
