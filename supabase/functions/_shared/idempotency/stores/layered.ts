@@ -26,18 +26,26 @@ import type {
   StoredResponse,
 } from "../store.ts";
 
-/** What the front knows about a scope. */
+/** What the front knows about a scope: the back's record id, and the claim or the committed response. */
 export type FrontEntry =
-  | { state: "in_flight"; fingerprint: string; until: number }
-  | { state: "completed"; fingerprint: string; response: StoredResponse };
+  | { state: "in_flight"; recordId: string; fingerprint: string; until: number }
+  | {
+    state: "completed";
+    recordId: string;
+    fingerprint: string;
+    response: StoredResponse;
+    replayCount: number;
+  };
 
 /** The front's contract: a cache with per-entry expiry. Every call may reject; the store then skips it. */
 export interface FrontCache {
   /**
-   * The entry of `id`, or `null`.
+   * The entry of `id`, or `null`. A completed entry whose fingerprint is `fingerprint` counts one replay,
+   * atomically, and comes back with the new count; `""` matches no fingerprint, so it only reads.
    * @param id The scope's cache id.
+   * @param fingerprint The asking request's fingerprint.
    */
-  get(id: string): Promise<FrontEntry | null>;
+  lookup(id: string, fingerprint: string): Promise<FrontEntry | null>;
   /**
    * Sets the entry of `id` for `ttlMs`.
    * @param id The scope's cache id.
@@ -82,6 +90,16 @@ export interface RedisFrontCacheOptions {
 type Client = ReturnType<typeof createClient>;
 
 /**
+ * KEYS[1] entry; ARGV fingerprint. The hash as a flat list, `replays` raised first when it is a completed
+ * entry of the same request: one round trip, and a replay is counted exactly when it is served.
+ */
+const LOOKUP = `
+local h = redis.call('HMGET', KEYS[1], 'state', 'fingerprint')
+if h[1] == 'completed' and h[2] == ARGV[1] then redis.call('HINCRBY', KEYS[1], 'replays', 1) end
+return redis.call('HGETALL', KEYS[1])
+`;
+
+/**
  * A {@link FrontCache} on Redis: one string per scope (JSON, body in base64) with `PX` expiry. Fails fast:
  * no offline queue, a timeout on every call, and while Redis is down one connect attempt per `retryMs`.
  *
@@ -108,18 +126,26 @@ export class RedisFrontCache implements FrontCache {
     this.#retryMs = options.retryMs ?? 1000;
   }
 
-  /** One GET. */
-  async get(id: string): Promise<FrontEntry | null> {
+  /** One script (EVAL: it is short, so it is sent whole rather than cached and looked up). */
+  async lookup(id: string, fingerprint: string): Promise<FrontEntry | null> {
     const client = await this.#ready();
-    const raw = await within(client.get(this.#prefix + id), this.#timeoutMs);
-    return raw === null ? null : decodeEntry(String(raw));
+    const reply = await within(
+      client.eval(LOOKUP, { keys: [this.#prefix + id], arguments: [fingerprint] }),
+      this.#timeoutMs,
+    );
+    const list = (reply ?? []) as unknown[];
+    const fields: Record<string, string> = {};
+    for (let i = 0; i + 1 < list.length; i += 2) fields[String(list[i])] = String(list[i + 1]);
+    return decodeEntry(fields);
   }
 
-  /** One SET with PX. */
+  /** DEL, HSET and PEXPIRE in one transaction. */
   async set(id: string, entry: FrontEntry, ttlMs: number): Promise<void> {
     const client = await this.#ready();
+    const key = this.#prefix + id;
+    const ms = Math.max(1, Math.floor(ttlMs));
     await within(
-      client.set(this.#prefix + id, encodeEntry(entry), { PX: Math.max(1, Math.floor(ttlMs)) }),
+      client.multi().del(key).hSet(key, encodeEntry(entry)).pExpire(key, ms).exec(),
       this.#timeoutMs,
     );
   }
@@ -186,6 +212,7 @@ export interface LayeredStoreOptions {
 /** What this instance remembers of a claim it holds, to update the front when it ends. */
 interface HeldClaim {
   id: string;
+  leaseToken: string;
   fingerprint: string;
   ttlMs: number;
 }
@@ -226,42 +253,30 @@ export class LayeredStore implements IdempotencyStore {
    */
   async begin(input: BeginInput): Promise<BeginResult> {
     const id = frontId(input);
-    const cached = await this.#tryFront(() => this.#front.get(id));
+    const cached = await this.#tryFront(() => this.#front.lookup(id, input.fingerprint));
     const fromFront = cached ? frontAnswer(cached, input.fingerprint) : null;
     if (fromFront) {
       this.frontHits++;
       return fromFront;
     }
     const result = await this.#back.begin(input);
-    const ttlMs = Math.min(input.ttlSeconds * 1000, this.#maxFrontTtlMs);
+    const { fingerprint } = input;
+    const { recordId } = result;
     switch (result.outcome) {
-      case "started":
-        this.#held.set(result.recordId, { id, fingerprint: input.fingerprint, ttlMs });
-        await this.#tryFront(() =>
-          this.#front.set(id, {
-            state: "in_flight",
-            fingerprint: input.fingerprint,
-            until: Date.now() + input.lockTimeoutSeconds * 1000,
-          }, input.lockTimeoutSeconds * 1000)
-        );
+      case "started": {
+        const ttlMs = Math.min(input.ttlSeconds * 1000, this.#maxFrontTtlMs);
+        this.#held.set(recordId, { id, leaseToken: result.leaseToken, fingerprint, ttlMs });
+        await this.#setFront(id, inFlight(recordId, fingerprint, input.lockTimeoutSeconds));
         break;
-      case "replay":
-        await this.#tryFront(() =>
-          this.#front.set(id, {
-            state: "completed",
-            fingerprint: input.fingerprint,
-            response: result.response,
-          }, ttlMs)
-        );
+      }
+      case "replay": {
+        const { response, replayCount } = result;
+        const ttlMs = Math.min(input.ttlSeconds * 1000, this.#maxFrontTtlMs);
+        await this.#setFront(id, { state: "completed", recordId, fingerprint, response, replayCount }, ttlMs);
         break;
+      }
       case "in_progress":
-        await this.#tryFront(() =>
-          this.#front.set(id, {
-            state: "in_flight",
-            fingerprint: input.fingerprint,
-            until: Date.now() + result.retryAfterSeconds * 1000,
-          }, result.retryAfterSeconds * 1000)
-        );
+        await this.#setFront(id, inFlight(recordId, fingerprint, result.retryAfterSeconds));
         break;
     }
     return result;
@@ -270,12 +285,17 @@ export class LayeredStore implements IdempotencyStore {
   /** Stores in the back; only once that committed, caches the response in the front. */
   async complete(lease: Lease, response: StoredResponse): Promise<boolean> {
     const ok = await this.#back.complete(lease, response);
-    const held = this.#held.get(lease.recordId);
-    this.#held.delete(lease.recordId);
-    if (ok && held) {
-      await this.#tryFront(() =>
-        this.#front.set(held.id, { state: "completed", fingerprint: held.fingerprint, response }, held.ttlMs)
-      );
+    const held = ok ? this.#release(lease) : undefined;
+    if (held) {
+      const { recordId } = lease;
+      const entry: FrontEntry = {
+        state: "completed",
+        recordId,
+        fingerprint: held.fingerprint,
+        response,
+        replayCount: 0,
+      };
+      await this.#setFront(held.id, entry, held.ttlMs);
     }
     return ok;
   }
@@ -283,8 +303,7 @@ export class LayeredStore implements IdempotencyStore {
   /** Releases in the back, then drops the front's in-flight marker so a retry reaches the back at once. */
   async fail(lease: Lease, error: { message: string; status?: number }): Promise<boolean> {
     const ok = await this.#back.fail(lease, error);
-    const held = this.#held.get(lease.recordId);
-    this.#held.delete(lease.recordId);
+    const held = ok ? this.#release(lease) : undefined;
     if (held) await this.#tryFront(() => this.#front.delete(held.id));
     return ok;
   }
@@ -293,22 +312,23 @@ export class LayeredStore implements IdempotencyStore {
   async extendLease(lease: Lease, lockTimeoutSeconds: number): Promise<boolean> {
     const ok = await this.#back.extendLease(lease, lockTimeoutSeconds);
     const held = this.#held.get(lease.recordId);
-    if (ok && held) {
-      const ms = lockTimeoutSeconds * 1000;
-      await this.#tryFront(() =>
-        this.#front.set(held.id, {
-          state: "in_flight",
-          fingerprint: held.fingerprint,
-          until: Date.now() + ms,
-        }, ms)
-      );
+    if (ok && held?.leaseToken === lease.leaseToken) {
+      await this.#setFront(held.id, inFlight(lease.recordId, held.fingerprint, lockTimeoutSeconds));
     }
     return ok;
   }
 
-  /** The back's status: the front holds no record of truth. */
-  status(scope: KeyScope): Promise<KeyStatus | null> {
-    return this.#back.status(scope);
+  /**
+   * The back's status, with the replays the front served counted in: the back never saw those. (With
+   * several instances the figure is the larger of the two counts, not their exact sum.)
+   */
+  async status(scope: KeyScope): Promise<KeyStatus | null> {
+    const status = await this.#back.status(scope);
+    if (status?.status !== "completed") return status;
+    // an empty fingerprint matches no entry, so this lookup counts no replay
+    const cached = await this.#tryFront(() => this.#front.lookup(frontId(scope), ""));
+    const served = cached?.state === "completed" ? cached.replayCount : 0;
+    return { ...status, replayCount: Math.max(status.replayCount, served) };
   }
 
   /** The back's cleanup (front entries expire by themselves). */
@@ -319,6 +339,20 @@ export class LayeredStore implements IdempotencyStore {
   /** Closes both. */
   async close(): Promise<void> {
     await Promise.allSettled([this.#front.close(), this.#back.close()]);
+  }
+
+  /** Forgets the claim `lease` holds here, only with its own token: a stale lease must not touch it. */
+  #release(lease: Lease): HeldClaim | undefined {
+    const held = this.#held.get(lease.recordId);
+    if (held?.leaseToken !== lease.leaseToken) return undefined;
+    this.#held.delete(lease.recordId);
+    return held;
+  }
+
+  /** Writes an entry for `ttlMs` (an in-flight marker: until its lease ends). */
+  async #setFront(id: string, entry: FrontEntry, ttlMs?: number): Promise<void> {
+    const ms = ttlMs ?? (entry.state === "in_flight" ? entry.until - Date.now() : 1);
+    await this.#tryFront(() => this.#front.set(id, entry, ms));
   }
 
   /** A front call whose failure is counted and skipped. */
@@ -332,19 +366,21 @@ export class LayeredStore implements IdempotencyStore {
   }
 }
 
+/** An in-flight marker that ends with the lease, `seconds` from now. */
+function inFlight(recordId: string, fingerprint: string, seconds: number): FrontEntry {
+  return { state: "in_flight", recordId, fingerprint, until: Date.now() + seconds * 1000 };
+}
+
 /** The front's answer for `fingerprint`, or `null` when the back must decide. */
 function frontAnswer(entry: FrontEntry, fingerprint: string): BeginResult | null {
   if (entry.fingerprint !== fingerprint) return null;
+  const { recordId } = entry;
   if (entry.state === "completed") {
-    return { outcome: "replay", recordId: "front", response: copy(entry.response), replayCount: 0 };
+    return { outcome: "replay", recordId, response: copy(entry.response), replayCount: entry.replayCount };
   }
   const left = entry.until - Date.now();
   if (left <= 0) return null;
-  return {
-    outcome: "in_progress",
-    recordId: "front",
-    retryAfterSeconds: Math.max(1, Math.ceil(left / 1000)),
-  };
+  return { outcome: "in_progress", recordId, retryAfterSeconds: Math.max(1, Math.ceil(left / 1000)) };
 }
 
 /** The cache id of a scope: a hash, so no user id or key can collide with another's or break the key name. */
@@ -356,35 +392,40 @@ function copy(response: StoredResponse): StoredResponse {
   return { ...response, headers: { ...response.headers }, body: response.body.slice() };
 }
 
-function encodeEntry(entry: FrontEntry): string {
-  if (entry.state === "in_flight") return JSON.stringify(entry);
+/** The entry as hash fields (the body in base64: Redis replies are read back as UTF-8 strings). */
+function encodeEntry(entry: FrontEntry): Record<string, string> {
+  const common = { state: entry.state, record: entry.recordId, fingerprint: entry.fingerprint };
+  if (entry.state === "in_flight") return { ...common, until: String(entry.until) };
   const { response } = entry;
-  return JSON.stringify({
-    state: "completed",
-    fingerprint: entry.fingerprint,
-    status: response.status,
-    headers: response.headers,
+  return {
+    ...common,
+    status: String(response.status),
+    headers: JSON.stringify(response.headers),
     encoding: response.encoding,
     body: Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength).toString(
       "base64",
     ),
-  });
+    replays: String(entry.replayCount),
+  };
 }
 
-function decodeEntry(raw: string): FrontEntry | null {
-  const value = JSON.parse(raw) as Record<string, unknown>;
-  if (value.state === "in_flight") {
-    return { state: "in_flight", fingerprint: String(value.fingerprint), until: Number(value.until) };
+function decodeEntry(fields: Record<string, string>): FrontEntry | null {
+  const recordId = fields.record ?? "";
+  const fingerprint = fields.fingerprint ?? "";
+  if (fields.state === "in_flight") {
+    return { state: "in_flight", recordId, fingerprint, until: Number(fields.until) };
   }
-  if (value.state !== "completed") return null;
+  if (fields.state !== "completed") return null;
   return {
     state: "completed",
-    fingerprint: String(value.fingerprint),
+    recordId,
+    fingerprint,
+    replayCount: Number(fields.replays ?? 0),
     response: {
-      status: Number(value.status),
-      headers: (value.headers ?? {}) as Record<string, string>,
-      encoding: value.encoding === "gzip" ? "gzip" : "identity",
-      body: new Uint8Array(Buffer.from(String(value.body ?? ""), "base64")),
+      status: Number(fields.status),
+      headers: JSON.parse(fields.headers ?? "{}") as Record<string, string>,
+      encoding: fields.encoding === "gzip" ? "gzip" : "identity",
+      body: new Uint8Array(Buffer.from(fields.body ?? "", "base64")),
     },
   };
 }
