@@ -24,9 +24,14 @@ export async function discoverFunctionNames(dir: URL): Promise<string[]> {
   return names.sort();
 }
 
-/** The handler a function module exports: `handler`, else a default export that is a function. */
+/**
+ * The handler a function module exports: `handler`, else a default export that is a function, else the
+ * `fetch` of a default export object (`export default { fetch } satisfies Deno.ServeDefaultExport`).
+ */
 export function handlerOf(module: Record<string, unknown>, name: string): Handler {
-  const candidate = module.handler ?? module.default;
+  const fetchOf = (module.default as { fetch?: unknown } | undefined)?.fetch;
+  const candidate = module.handler ??
+    (typeof fetchOf === "function" ? fetchOf.bind(module.default) : module.default);
   if (typeof candidate !== "function") {
     throw new Error(`supabase/functions/${name}/index.ts exports no handler (export const handler = ...)`);
   }
