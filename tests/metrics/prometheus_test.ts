@@ -90,20 +90,30 @@ async function promql(query: string): Promise<number> {
   return first ? Number(first.value[1]) : 0;
 }
 
-/** Polls `query` until it equals `expected` (scrapes and flushes are each a second apart), or fails. */
-async function eventually(query: string, expected: number): Promise<void> {
-  let got = Number.NaN;
-  for (let i = 0; i < 40; i++) {
-    got = await promql(query);
-    if (got === expected) {
-      // and it stays there: a later, larger value would mean counts were made up or doubled
-      await sleep(2500);
-      assert.equal(await promql(query), expected, query);
-      return;
-    }
+/**
+ * Polls every query until each equals its expected value (flushes and scrapes are each a second apart),
+ * then checks that they stay there: a later, larger value would mean counts were doubled or made up.
+ */
+async function eventually(expected: Map<string, number>): Promise<void> {
+  const read = async () =>
+    new Map(await Promise.all([...expected.keys()].map(async (q) => [q, await promql(q)] as const)));
+  let got = await read();
+  for (let i = 0; i < 40 && [...expected].some(([q, v]) => got.get(q) !== v); i++) {
     await sleep(500);
+    got = await read();
   }
-  assert.equal(got, expected, `${query} never reached ${expected}`);
+  assert.deepEqual(got, expected);
+  await sleep(2500);
+  assert.deepEqual(await read(), expected);
+}
+
+/** Waits for Prometheus's first successful scrape of the endpoint. */
+async function firstScrape(): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    if (await promql(`max(up{job="idempotency"})`) === 1) return;
+    await sleep(200);
+  }
+  throw new Error("Prometheus never scraped the endpoint successfully");
 }
 
 e2eTest(
@@ -117,7 +127,8 @@ e2eTest(
       const claims = `sum(idempotency_claim_duration_seconds_count{function="${FN}"})`;
       const handlers = `sum(idempotency_handler_duration_seconds_count{function="${FN}"})`;
       // let earlier tests' counts reach the database (flushed every second) and Prometheus (scraped every second)
-      await sleep(3000);
+      await firstScrape();
+      await sleep(2500);
       const queries = [
         outcome("started"),
         outcome("replayed"),
@@ -146,7 +157,7 @@ e2eTest(
       );
 
       const expected = [2, 2, 1, 1, 5, 2];
-      for (const [i, query] of queries.entries()) await eventually(query!, before[i]! + expected[i]!);
+      await eventually(new Map(queries.map((query, i) => [query, before[i]! + expected[i]!])));
       assert.equal(await promql(`max(up{job="idempotency"})`), 1);
       assert.equal(await promql("max(idempotency_store_up)"), 1);
       assert.ok(await promql(`sum(idempotency_keys{function="${FN}",status="completed"})`) >= 1);
