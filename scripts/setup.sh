@@ -6,7 +6,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
 
 # pg_prove (libtap-parser-sourcehandler-pgtap-perl) runs the pgTAP files where `supabase test db` would need Docker.
-APT_PACKAGES=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl redis-server)
+# prometheus (with promtool) scrapes the metrics endpoint in tests/metrics and tests the alerting rules.
+APT_PACKAGES=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl redis-server
+  prometheus)
 
 missing_apt() {
   local p
@@ -58,6 +60,7 @@ install_apt
 [ -f "/usr/share/postgresql/15/extension/pg_cron.control" ] || die "pg_cron for PostgreSQL 15 is not installed"
 [ -f "/usr/share/postgresql/15/extension/pgtap.control" ] || die "pgTAP for PostgreSQL 15 is not installed"
 command -v redis-server >/dev/null || die "redis-server not found"
+command -v prometheus >/dev/null && command -v promtool >/dev/null || die "prometheus or promtool not found"
 install_npm
 # Fetch and cache the npm: imports deno.json pins, so tests do not race to download them.
 (cd "$ROOT" && "$TOOLS_BIN/deno" install --quiet >/dev/null) || die "deno could not install the npm imports pinned in deno.json"

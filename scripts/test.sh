@@ -5,6 +5,8 @@
 #   3. database proofs: rollback and re-apply, pgTAP via `supabase test db`, `supabase db advisors`
 #   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e)
 #   5. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
+#   (4b. layered store under Redis chaos, Prometheus scraping the metrics endpoint, promtool alert tests,
+#        the admin CLI: run after 4)
 # and ends with one line: `test: N passed, N failed`.
 set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
@@ -48,6 +50,19 @@ pg_tests=$(grep -Eo 'Tests=[0-9]+' "$OUT" | tail -1 | cut -d= -f2 || true)
 if [ -n "$pg_tests" ] && grep -q 'Result: PASS' "$OUT"; then passed=$((passed + pg_tests)); else failed=$((failed + 1)); fi
 
 deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
+
+# Operating it (issue 12): the layered store under Redis chaos, the metrics endpoint scraped by a real
+# Prometheus, the alerting rules, the admin CLI against the real database.
+deno_test "layered store: Redis flushed, killed and restarted mid-burst" tests/layered
+deno_test "metrics endpoint scraped by Prometheus, PromQL checks" tests/metrics
+deno_test "admin CLI and admin SQL functions" tests/admin
+say "alerting rules: promtool test rules"
+if promtool test rules monitoring/alerts_test.yml 2>&1 | tee "$OUT" && grep -q SUCCESS "$OUT"; then
+  # one assertion per alert_rule_test case
+  passed=$((passed + $(grep -c 'alertname:' monitoring/alerts_test.yml)))
+else
+  failed=$((failed + 1)); status=1
+fi
 
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop
