@@ -4,7 +4,7 @@
  * gateway runs. Started by scripts/bench.ts; prints `listening <port>` when ready; stops on SIGTERM.
  *
  *   echo                         no work, so the wrapper's own cost shows
- *   echo+<store>                 echo wrapped with the Postgres, Redis or in-memory store
+ *   echo+<store>                 echo wrapped with the Postgres, Redis, in-memory or layered store
  *   process-document             the real function's bare handler (a transaction of two inserts)
  *   process-document+postgres    the same, wrapped, as deployed
  */
@@ -15,8 +15,10 @@ import { closeDb } from "../../supabase/functions/_shared/db.ts";
 import {
   type Handler,
   type IdempotencyStore,
+  LayeredStore,
   MemoryStore,
   PostgresStore,
+  RedisFrontCache,
   RedisStore,
   withIdempotency,
 } from "../../supabase/functions/_shared/idempotency.ts";
@@ -47,6 +49,11 @@ const stores = {
   postgres: new PostgresStore({ url: DB_URL }),
   redis: new RedisStore({ url: REDIS_URL, prefix: `bench:${crypto.randomUUID()}:` }),
   memory: new MemoryStore(),
+  // Postgres holds every claim; Redis in front answers replays and in-flight checks
+  layered: new LayeredStore({
+    back: new PostgresStore({ url: DB_URL }),
+    front: new RedisFrontCache({ url: REDIS_URL, prefix: `bench-front:${crypto.randomUUID()}:` }),
+  }),
 };
 const server = Deno.serve(
   { hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(`listening ${port}`) },

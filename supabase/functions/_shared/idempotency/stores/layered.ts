@@ -238,6 +238,8 @@ export class LayeredStore implements IdempotencyStore {
   readonly #maxFrontTtlMs: number;
   /** Claims this instance holds, by record id; removed when they are completed or failed. */
   readonly #held = new Map<string, HeldClaim>();
+  /** Front writes under way, awaited by `close()`. */
+  readonly #writes = new Set<Promise<void>>();
 
   /** @param options The back, the front, and the front's longest TTL. */
   constructor(options: LayeredStoreOptions) {
@@ -266,17 +268,17 @@ export class LayeredStore implements IdempotencyStore {
       case "started": {
         const ttlMs = Math.min(input.ttlSeconds * 1000, this.#maxFrontTtlMs);
         this.#held.set(recordId, { id, leaseToken: result.leaseToken, fingerprint, ttlMs });
-        await this.#setFront(id, inFlight(recordId, fingerprint, input.lockTimeoutSeconds));
+        this.#setFront(id, inFlight(recordId, fingerprint, input.lockTimeoutSeconds));
         break;
       }
       case "replay": {
         const { response, replayCount } = result;
         const ttlMs = Math.min(input.ttlSeconds * 1000, this.#maxFrontTtlMs);
-        await this.#setFront(id, { state: "completed", recordId, fingerprint, response, replayCount }, ttlMs);
+        this.#setFront(id, { state: "completed", recordId, fingerprint, response, replayCount }, ttlMs);
         break;
       }
       case "in_progress":
-        await this.#setFront(id, inFlight(recordId, fingerprint, result.retryAfterSeconds));
+        this.#setFront(id, inFlight(recordId, fingerprint, result.retryAfterSeconds));
         break;
     }
     return result;
@@ -295,7 +297,7 @@ export class LayeredStore implements IdempotencyStore {
         response,
         replayCount: 0,
       };
-      await this.#setFront(held.id, entry, held.ttlMs);
+      this.#setFront(held.id, entry, held.ttlMs);
     }
     return ok;
   }
@@ -304,7 +306,7 @@ export class LayeredStore implements IdempotencyStore {
   async fail(lease: Lease, error: { message: string; status?: number }): Promise<boolean> {
     const ok = await this.#back.fail(lease, error);
     const held = ok ? this.#release(lease) : undefined;
-    if (held) await this.#tryFront(() => this.#front.delete(held.id));
+    if (held) this.#inBackground(() => this.#front.delete(held.id));
     return ok;
   }
 
@@ -313,7 +315,7 @@ export class LayeredStore implements IdempotencyStore {
     const ok = await this.#back.extendLease(lease, lockTimeoutSeconds);
     const held = this.#held.get(lease.recordId);
     if (ok && held?.leaseToken === lease.leaseToken) {
-      await this.#setFront(held.id, inFlight(lease.recordId, held.fingerprint, lockTimeoutSeconds));
+      this.#setFront(held.id, inFlight(lease.recordId, held.fingerprint, lockTimeoutSeconds));
     }
     return ok;
   }
@@ -338,6 +340,7 @@ export class LayeredStore implements IdempotencyStore {
 
   /** Closes both. */
   async close(): Promise<void> {
+    await Promise.allSettled([...this.#writes]);
     await Promise.allSettled([this.#front.close(), this.#back.close()]);
   }
 
@@ -349,10 +352,22 @@ export class LayeredStore implements IdempotencyStore {
     return held;
   }
 
-  /** Writes an entry for `ttlMs` (an in-flight marker: until its lease ends). */
-  async #setFront(id: string, entry: FrontEntry, ttlMs?: number): Promise<void> {
+  /** Writes an entry for `ttlMs` (an in-flight marker: until its lease ends), in the background. */
+  #setFront(id: string, entry: FrontEntry, ttlMs?: number): void {
     const ms = ttlMs ?? (entry.state === "in_flight" ? entry.until - Date.now() : 1);
-    await this.#tryFront(() => this.#front.set(id, entry, ms));
+    this.#inBackground(() => this.#front.set(id, entry, ms));
+  }
+
+  /**
+   * A front write the caller does not wait for: the back has already decided, so the write only warms the
+   * cache. Writes go out in order on the front's one connection, so a later lookup by this instance sees
+   * them; `close()` waits for those still under way.
+   */
+  #inBackground(call: () => Promise<void>): void {
+    const write = this.#tryFront(call).then(() => {
+      this.#writes.delete(write);
+    });
+    this.#writes.add(write);
   }
 
   /** A front call whose failure is counted and skipped. */
