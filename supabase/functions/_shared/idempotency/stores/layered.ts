@@ -93,14 +93,33 @@ type Client = ReturnType<typeof createClient>;
  * KEYS[1] entry; ARGV fingerprint. The hash as a flat list, `replays` raised first when it is a completed
  * entry of the same request: one round trip, and a replay is counted exactly when it is served.
  */
-const LOOKUP = `
+const LOOKUP = script(`
 local h = redis.call('HMGET', KEYS[1], 'state', 'fingerprint')
 if h[1] == 'completed' and h[2] == ARGV[1] then redis.call('HINCRBY', KEYS[1], 'replays', 1) end
 return redis.call('HGETALL', KEYS[1])
-`;
+`);
+
+/** A Lua script and its SHA-1, for EVALSHA. */
+interface Script {
+  source: string;
+  sha1: string;
+}
+
+function script(source: string): Script {
+  return { source, sha1: createHash("sha1").update(source).digest("hex") };
+}
+
+/** KEYS[1] entry; ARGV ttl ms, then field, value, field, value... */
+const SET = script(`
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`);
 
 /**
- * A {@link FrontCache} on Redis: one string per scope (JSON, body in base64) with `PX` expiry. Fails fast:
+ * A {@link FrontCache} on Redis: one hash per scope (body in base64) with `PEXPIRE`; each call is one script
+ * (EVALSHA, with EVAL when Redis has not cached it yet, as after a restart or a flush). Fails fast:
  * no offline queue, a timeout on every call, and while Redis is down one connect attempt per `retryMs`.
  *
  * @example A front on the local Redis
@@ -126,28 +145,22 @@ export class RedisFrontCache implements FrontCache {
     this.#retryMs = options.retryMs ?? 1000;
   }
 
-  /** One script (EVAL: it is short, so it is sent whole rather than cached and looked up). */
+  /** One script. */
   async lookup(id: string, fingerprint: string): Promise<FrontEntry | null> {
     const client = await this.#ready();
-    const reply = await within(
-      client.eval(LOOKUP, { keys: [this.#prefix + id], arguments: [fingerprint] }),
-      this.#timeoutMs,
-    );
+    const reply = await within(evalScript(client, LOOKUP, this.#prefix + id, [fingerprint]), this.#timeoutMs);
     const list = (reply ?? []) as unknown[];
     const fields: Record<string, string> = {};
     for (let i = 0; i + 1 < list.length; i += 2) fields[String(list[i])] = String(list[i + 1]);
     return decodeEntry(fields);
   }
 
-  /** DEL, HSET and PEXPIRE in one transaction. */
+  /** One script: DEL, HSET and PEXPIRE, atomically and without a MULTI round of replies. */
   async set(id: string, entry: FrontEntry, ttlMs: number): Promise<void> {
     const client = await this.#ready();
-    const key = this.#prefix + id;
-    const ms = Math.max(1, Math.floor(ttlMs));
-    await within(
-      client.multi().del(key).hSet(key, encodeEntry(entry)).pExpire(key, ms).exec(),
-      this.#timeoutMs,
-    );
+    const fields = Object.entries(encodeEntry(entry)).flat();
+    const args = [String(Math.max(1, Math.floor(ttlMs))), ...fields];
+    await within(evalScript(client, SET, this.#prefix + id, args), this.#timeoutMs);
   }
 
   /** One DEL. */
@@ -443,6 +456,17 @@ function decodeEntry(fields: Record<string, string>): FrontEntry | null {
       body: new Uint8Array(Buffer.from(fields.body ?? "", "base64")),
     },
   };
+}
+
+/** EVALSHA, and EVAL once when Redis does not have the script (after a restart, SCRIPT FLUSH or FLUSHALL). */
+async function evalScript(client: Client, script: Script, key: string, args: string[]): Promise<unknown> {
+  const options = { keys: [key], arguments: args };
+  try {
+    return await client.evalSha(script.sha1, options);
+  } catch (error) {
+    if (!(error instanceof Error && error.message.startsWith("NOSCRIPT"))) throw error;
+    return await client.eval(script.source, options);
+  }
 }
 
 /** `promise`, or a rejection after `ms`; the timer never outlives the call. */
