@@ -159,6 +159,22 @@ e2eTest(
       const expected = [2, 2, 1, 1, 5, 2];
       await eventually(new Map(queries.map((query, i) => [query, before[i]! + expected[i]!])));
       assert.equal(await promql(`max(up{job="idempotency"})`), 1);
+
+      // every query of the Grafana dashboard runs on these series; those over counters and stats have data
+      const dashboard = JSON.parse(
+        await Deno.readTextFile(new URL("../../docs/grafana-idempotency.json", import.meta.url)),
+      );
+      for (const panel of dashboard.panels) {
+        for (const target of panel.targets) {
+          const query = target.expr.replaceAll("$function", ".*");
+          const res = await fetch(`${PROM_URL}/api/v1/query?query=${encodeURIComponent(query)}`);
+          const body = await res.json();
+          assert.equal(body.status, "success", `${panel.title}: ${query}: ${JSON.stringify(body)}`);
+          if (!/rate\(|histogram_quantile/.test(query)) {
+            assert.ok(body.data.result.length > 0, `${panel.title}: no data`);
+          }
+        }
+      }
       assert.equal(await promql("max(idempotency_store_up)"), 1);
       assert.ok(await promql(`sum(idempotency_keys{function="${FN}",status="completed"})`) >= 1);
     } finally {
