@@ -105,6 +105,8 @@ export class KeylessPairStore implements IdempotencyStore {
   readonly #now: () => number;
 
   /**
+   * Wraps `inner`; opens nothing.
+   *
    * @param inner The store the two keys are claimed on.
    * @param options The window and the clock.
    * @throws {RangeError} when `windowMs` is not a positive integer.

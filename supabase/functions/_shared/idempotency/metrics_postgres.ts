@@ -54,6 +54,8 @@ export class PostgresMetricsRecorder implements MetricsRecorder {
   #flushing: Promise<void> = Promise.resolve();
 
   /**
+   * A recorder that opens no connection until its first flush.
+   *
    * @param options Connection and flush interval.
    * @throws {RangeError} when `flushMs` is not a positive integer.
    */

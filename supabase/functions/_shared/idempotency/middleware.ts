@@ -10,7 +10,7 @@ import { requestFingerprint } from "./fingerprint.ts";
 import { corsHeaders, REPLAY_HEADER, withCorsHeaders } from "./headers.ts";
 import { getIdempotencyKey } from "./key.ts";
 import { keylessBaseKey, KeylessPairStore } from "./keyless.ts";
-import { createMetrics, type MetricsRecorder } from "./metrics.ts";
+import { createMetrics, type IdempotencyMetrics, type MetricsRecorder } from "./metrics.ts";
 import { metricsRecorderFromEnv } from "./metrics_postgres.ts";
 import { inRollout, rolloutSetting } from "./rollout.ts";
 import {
@@ -24,27 +24,8 @@ import type { BeginInput, BeginResult, IdempotencyStore, Lease, StoredResponse }
 /** An Edge Function handler, as `Deno.serve` calls it. */
 export type Handler = (req: Request, info?: Deno.ServeHandlerInfo) => Response | Promise<Response>;
 
-/** Plain counters of what the wrapper did since it was created. */
-export interface IdempotencyMetrics {
-  /** Handler runs under a claimed key (first attempts, retries after a failure, takeovers). */
-  started: number;
-  /** Requests answered with a stored response. */
-  replayed: number;
-  /** Requests that found their key held by a running request (answered 409, or waited). */
-  inFlight: number;
-  /** Requests answered 422: the key was used with another request. */
-  mismatched: number;
-  /** Attempts released for a retry: a 5xx, a throw, or a 4xx that is not stored. */
-  failed: number;
-  /** Store calls that threw (begin, complete, fail, extendLease). */
-  storeErrors: number;
-  /** Handler runs without idempotency because the store failed and `onStoreError` is `"fail-open"`. */
-  failOpen: number;
-  /** Requests whose lease was taken over while they ran: their result was not stored. */
-  leaseLost: number;
-  /** Requests the rollout switch sent past idempotency (disabled, or outside the rollout percentage). */
-  bypassed: number;
-}
+/** Plain counters of what the wrapper did since it was created (defined with the metrics hook). */
+export type { IdempotencyMetrics } from "./metrics.ts";
 
 /** The wrapped handler, with its live {@link IdempotencyMetrics}. */
 export type IdempotentHandler = ((req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>) & {
@@ -183,7 +164,8 @@ async function routeKeyless(
 ): Promise<Response> {
   const caller = await ctx.getCaller(req);
   if (caller.kind === "anonymous") return await ctx.handler(req, info);
-  const read: ReadRequest = { req, body: new Uint8Array(await req.arrayBuffer()), info };
+  const body = new Uint8Array(await req.arrayBuffer());
+  const read: ReadRequest = info ? { req, body, info } : { req, body };
   const input = beginInput(ctx, read, "", caller);
   const key = keylessBaseKey({
     callerKind: caller.kind,

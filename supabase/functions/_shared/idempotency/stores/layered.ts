@@ -137,7 +137,11 @@ export class RedisFrontCache implements FrontCache {
   #nextAttempt = 0;
   #closed = false;
 
-  /** @param options Where Redis is and how long to wait for it. */
+  /**
+   * Connects lazily, on the first call.
+   *
+   * @param options Where Redis is and how long to wait for it.
+   */
   constructor(options: RedisFrontCacheOptions = {}) {
     this.#url = options.url ?? readEnv("REDIS_URL") ?? "redis://127.0.0.1:6379";
     this.#prefix = options.prefix ?? "idem-front:";
@@ -254,7 +258,11 @@ export class LayeredStore implements IdempotencyStore {
   /** Front writes under way, awaited by `close()`. */
   readonly #writes = new Set<Promise<void>>();
 
-  /** @param options The back, the front, and the front's longest TTL. */
+  /**
+   * Layers `front` over `back`; opens nothing.
+   *
+   * @param options The back, the front, and the front's longest TTL.
+   */
   constructor(options: LayeredStoreOptions) {
     this.#back = options.back;
     this.#front = options.front;
