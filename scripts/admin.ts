@@ -56,7 +56,7 @@ async function run(sql: postgres.Sql, inv: Invocation): Promise<Outcome> {
       const [preview] = await sql<{ n: number }[]>`
         select count(*)::int as n from public.idempotency_admin_list('processing', ${command.function}, true, 10000) r
         where (r->>'started_at')::timestamptz < now() - ${command.olderThan}::interval`;
-      await confirm(
+      confirm(
         inv,
         `release ${preview?.n ?? 0} stuck key(s) started more than ${command.olderThan} ago`,
       );
@@ -78,7 +78,7 @@ async function run(sql: postgres.Sql, inv: Invocation): Promise<Outcome> {
           { n: number }[]
         >`select count(*)::int as n from public.idempotency_keys where function_name = ${command.function}`;
       const target = command.user ? `user ${command.user}` : `function ${command.function}`;
-      await confirm(inv, `delete up to ${preview?.n ?? 0} key(s) of ${target}`);
+      confirm(inv, `delete up to ${preview?.n ?? 0} key(s) of ${target}`);
       const [row] = command.user
         ? await sql<{ n: string }[]>`select public.idempotency_admin_purge_user(${command.user}::uuid) as n`
         : await sql<
@@ -117,7 +117,7 @@ class NotConfirmed extends Error {}
  * Asks the operator to type `yes`, unless `--yes` was given. Without a terminal there is no one to ask: the
  * command is refused, so a script never deletes by accident.
  */
-async function confirm(inv: Invocation, what: string): Promise<void> {
+function confirm(inv: Invocation, what: string): void {
   if (inv.yes) return;
   if (!Deno.stdin.isTerminal()) {
     throw new UsageError(`${inv.command.name} would ${what}: add --yes to confirm (no terminal to ask)`);

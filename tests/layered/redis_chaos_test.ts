@@ -5,8 +5,8 @@
  * nothing else.
  */
 import assert from "node:assert/strict";
-import postgres from "npm:postgres@3.4.9";
-import { createClient } from "npm:redis@5.10.0";
+import postgres from "postgres";
+import { createClient } from "redis";
 import {
   LayeredStore,
   PostgresStore,

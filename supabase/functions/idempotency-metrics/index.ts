@@ -9,6 +9,7 @@
  * scrape still succeeds with `idempotency_store_up 0`, which the "store unavailable" alert watches.
  */
 
+// deno-lint-ignore no-import-prefix -- functions pin npm packages by full specifier (deploy convention)
 import postgres from "npm:postgres@3.4.9";
 import { bearerToken, decodeJwtClaimsUnverified, verifyHs256Jwt } from "../_shared/idempotency/auth.ts";
 import {

@@ -8,6 +8,7 @@
  * their instance. A sum in the database costs one statement per instance every few seconds.
  */
 
+// deno-lint-ignore no-import-prefix -- functions pin npm packages by full specifier (deploy convention)
 import postgres from "npm:postgres@3.4.9";
 import { LATENCY_BUCKETS, type LatencyHistogram, type MetricsRecorder } from "./metrics.ts";
 

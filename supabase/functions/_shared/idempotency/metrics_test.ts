@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import postgres from "npm:postgres@3.4.9";
+import postgres from "postgres";
 import { withIdempotency } from "./middleware.ts";
 import { createMetrics, type MetricsRecorder, renderPrometheus } from "./metrics.ts";
 import { PostgresMetricsRecorder } from "./metrics_postgres.ts";

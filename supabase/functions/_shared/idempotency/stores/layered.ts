@@ -15,6 +15,7 @@
 
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
+// deno-lint-ignore no-import-prefix -- functions pin npm packages by full specifier (deploy convention)
 import { createClient } from "npm:redis@5.10.0";
 import type {
   BeginInput,

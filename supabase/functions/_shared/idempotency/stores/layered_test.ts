@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import postgres from "npm:postgres@3.4.9";
+import postgres from "postgres";
 import { runStoreContract } from "./contract_suite.ts";
 import { type FrontCache, type FrontEntry, LayeredStore, RedisFrontCache } from "./layered.ts";
 import { PostgresStore } from "./postgres.ts";
