@@ -90,16 +90,6 @@ export interface RedisFrontCacheOptions {
 /** The node-redis client this cache opens. */
 type Client = ReturnType<typeof createClient>;
 
-/**
- * KEYS[1] entry; ARGV fingerprint. The hash as a flat list, `replays` raised first when it is a completed
- * entry of the same request: one round trip, and a replay is counted exactly when it is served.
- */
-const LOOKUP = script(`
-local h = redis.call('HMGET', KEYS[1], 'state', 'fingerprint')
-if h[1] == 'completed' and h[2] == ARGV[1] then redis.call('HINCRBY', KEYS[1], 'replays', 1) end
-return redis.call('HGETALL', KEYS[1])
-`);
-
 /** A Lua script and its SHA-1, for EVALSHA. */
 interface Script {
   source: string;
@@ -109,6 +99,16 @@ interface Script {
 function script(source: string): Script {
   return { source, sha1: createHash("sha1").update(source).digest("hex") };
 }
+
+/**
+ * KEYS[1] entry; ARGV fingerprint. The hash as a flat list, `replays` raised first when it is a completed
+ * entry of the same request: one round trip, and a replay is counted exactly when it is served.
+ */
+const LOOKUP = script(`
+local h = redis.call('HMGET', KEYS[1], 'state', 'fingerprint')
+if h[1] == 'completed' and h[2] == ARGV[1] then redis.call('HINCRBY', KEYS[1], 'replays', 1) end
+return redis.call('HGETALL', KEYS[1])
+`);
 
 /** KEYS[1] entry; ARGV ttl ms, then field, value, field, value... */
 const SET = script(`
