@@ -42,7 +42,7 @@ function scenarios(base: string, token: string, run: string): Scenario[] {
   const series = (name: string, send: Scenario["send"]): Scenario => ({ name, send, samples: [] });
   const list: Scenario[] = [];
   for (const fn of ["echo", "process-document"]) {
-    const stores = fn === "echo" ? ["postgres", "redis", "memory"] : ["postgres"];
+    const stores = fn === "echo" ? ["postgres", "redis", "memory", "layered"] : ["postgres"];
     list.push(series(`${fn} bare`, () => post(fn)));
     for (const store of stores) {
       const wrapped = `${fn}+${store}`;
@@ -98,6 +98,12 @@ function report(list: Scenario[]): void {
       );
     }
   }
+  const front = p50("echo+layered replay"), noFront = p50("echo+postgres replay");
+  console.log(
+    `\nwhat the Redis front buys (echo, replay p50): layered ${front.toFixed(3)} ms vs Postgres alone ` +
+      `${noFront.toFixed(3)} ms (x${(front / noFront).toFixed(2)}); first request: layered ` +
+      `${p50("echo+layered first").toFixed(3)} ms vs ${p50("echo+postgres first").toFixed(3)} ms`,
+  );
   const added = p50("process-document+postgres first") - p50("process-document bare");
   const replayRatio = p50("process-document+postgres replay") / p50("process-document bare");
   console.log(

@@ -112,6 +112,7 @@ const PLATFORM = new Set(["auth", "extensions", "cron", "storage", "realtime", "
 const OURS = new RegExp([
   "idempotency_keys", "v_idempotency_stats", "idempotency_begin", "idempotency_complete", "idempotency_fail",
   "idempotency_extend_lease", "get_idempotency_status", "cleanup_expired_idempotency_keys",
+  "idempotency_metric_counters", "idempotency_metrics_add", "idempotency_admin_",
 ].join("|"));
 const serious = results.filter((r) => r.level === "WARN" || r.level === "ERROR");
 const line = (r) => `  ${r.level} ${r.name}: ${r.detail}`;

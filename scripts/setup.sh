@@ -8,8 +8,9 @@ source "$(dirname "$0")/lib/env.sh"
 # pg_prove (libtap-parser-sourcehandler-pgtap-perl) runs the pgTAP files where `supabase test db` would need Docker.
 # chromium: the browser test (tests/browser) drives it headless over the DevTools protocol.
 # postgresql-15-plpgsql-check: scripts/lint-sql.sh checks the plpgsql functions with it, as `supabase db lint` does.
+# prometheus (with promtool) scrapes the metrics endpoint in tests/metrics and tests the alerting rules.
 APT_PACKAGES=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl redis-server
-  chromium postgresql-15-plpgsql-check)
+  chromium postgresql-15-plpgsql-check prometheus)
 
 missing_apt() {
   local p
@@ -63,6 +64,7 @@ install_apt
 [ -f "/usr/share/postgresql/15/extension/pgtap.control" ] || die "pgTAP for PostgreSQL 15 is not installed"
 command -v redis-server >/dev/null || die "redis-server not found"
 [ -f "/usr/share/postgresql/15/extension/plpgsql_check.control" ] || die "plpgsql_check for PostgreSQL 15 is not installed"
+command -v prometheus >/dev/null && command -v promtool >/dev/null || die "prometheus or promtool not found"
 install_npm
 # Fetch and cache the npm: imports deno.json pins, so tests do not race to download them.
 (cd "$ROOT" && "$TOOLS_BIN/deno" install --quiet >/dev/null) || die "deno could not install the npm imports pinned in deno.json"

@@ -95,6 +95,9 @@ start_gateway() {
   (
     cd "$ROOT" || exit 1
     mkdir -p "$(dirname "$JWT_SIGNING_KEY_FILE")"
+    # metrics summed in the database for the idempotency-metrics endpoint, flushed every second locally
+    export IDEMPOTENCY_METRICS="${IDEMPOTENCY_METRICS:-database}"
+    export IDEMPOTENCY_METRICS_FLUSH_MS="${IDEMPOTENCY_METRICS_FLUSH_MS:-1000}"
     SUPABASE_URL="$API_URL" SUPABASE_DB_URL="$DB_URL" SUPABASE_JWT_SECRET="$JWT_SECRET" \
       SUPABASE_ANON_KEY="$(sign_jwt anon)" SUPABASE_SERVICE_ROLE_KEY="$(sign_jwt service_role)" PORT="$API_PORT" \
       nohup deno run --allow-all --quiet scripts/gateway.ts >"$LOG_DIR/gateway.log" 2>&1 </dev/null &

@@ -6,6 +6,8 @@
 #   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e); the client helper (client/,
 #      tests/client) against the stack and from headless Chromium
 #   5. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
+#   (4b. layered store under Redis chaos, Prometheus scraping the metrics endpoint, promtool alert tests,
+#        the admin CLI: run after 4)
 # and ends with one line: `test: N passed, N failed`.
 set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
@@ -79,6 +81,19 @@ deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
 deno_test "client helper: unit tests" client
 deno_test "client helper against the stack (stops and restarts PostgreSQL)" tests/client
 deno_test "client helper in headless Chromium, page on another origin" tests/browser
+
+# Operating it (issue 12): the layered store under Redis chaos, the metrics endpoint scraped by a real
+# Prometheus, the alerting rules, the admin CLI against the real database.
+deno_test "layered store: Redis flushed, killed and restarted mid-burst" tests/layered
+deno_test "metrics endpoint scraped by Prometheus, PromQL checks" tests/metrics
+deno_test "admin CLI and admin SQL functions" tests/admin
+say "alerting rules: promtool test rules"
+if promtool test rules monitoring/alerts_test.yml 2>&1 | tee "$OUT" && grep -q SUCCESS "$OUT"; then
+  # one assertion per alert_rule_test case
+  passed=$((passed + $(grep -c 'alertname:' monitoring/alerts_test.yml)))
+else
+  failed=$((failed + 1)); status=1
+fi
 
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop

@@ -4,7 +4,7 @@
  * gateway runs. Started by scripts/bench.ts; prints `listening <port>` when ready; stops on SIGTERM.
  *
  *   echo                         no work, so the wrapper's own cost shows
- *   echo+<store>                 echo wrapped with the Postgres, Redis or in-memory store
+ *   echo+<store>                 echo wrapped with the Postgres, Redis, in-memory or layered store
  *   process-document             the real function's bare handler (a transaction of two inserts)
  *   process-document+postgres    the same, wrapped, as deployed
  */
@@ -19,7 +19,11 @@ import {
   PostgresStore,
   withIdempotency,
 } from "../../supabase/functions/_shared/idempotency.ts";
-import { RedisStore } from "../../supabase/functions/_shared/idempotency/redis.ts";
+import {
+  LayeredStore,
+  RedisFrontCache,
+  RedisStore,
+} from "../../supabase/functions/_shared/idempotency/redis.ts";
 import { JWT_SECRET } from "../../tests/support/jwt.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
@@ -47,6 +51,11 @@ const stores = {
   postgres: new PostgresStore({ url: DB_URL }),
   redis: new RedisStore({ url: REDIS_URL, prefix: `bench:${crypto.randomUUID()}:` }),
   memory: new MemoryStore(),
+  // Postgres holds every claim; Redis in front answers replays and in-flight checks
+  layered: new LayeredStore({
+    back: new PostgresStore({ url: DB_URL }),
+    front: new RedisFrontCache({ url: REDIS_URL, prefix: `bench-front:${crypto.randomUUID()}:` }),
+  }),
 };
 const server = Deno.serve(
   { hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(`listening ${port}`) },

@@ -10,6 +10,10 @@ import { requestFingerprint } from "./fingerprint.ts";
 import { HandlerTiming } from "./_handler_timing.ts";
 import { corsHeaders, REPLAY_HEADER, RETRY_AFTER_MS_HEADER, withCorsHeaders } from "./headers.ts";
 import { getIdempotencyKey } from "./key.ts";
+import { keylessBaseKey, KeylessPairStore } from "./keyless.ts";
+import { createMetrics, type IdempotencyMetrics, type MetricsRecorder } from "./metrics.ts";
+import { metricsRecorderFromEnv } from "./metrics_postgres.ts";
+import { inRollout, rolloutSetting } from "./rollout.ts";
 import {
   defaultStore,
   type IdempotencyOptions,
@@ -31,37 +35,8 @@ import type { BeginInput, BeginResult, IdempotencyStore, Lease, StoredResponse }
  */
 export type Handler = (req: Request, info?: Deno.ServeHandlerInfo) => Response | Promise<Response>;
 
-/**
- * Plain counters of what the wrapper did since it was created.
- *
- * @example Report the wrapper's counters
- * ```ts
- * import { withIdempotency } from "./middleware.ts";
- * import { MemoryStore } from "./stores/memory.ts";
- *
- * const fetch = withIdempotency(() => new Response("ok"), { functionName: "f", store: new MemoryStore() });
- * const { started, replayed, storeErrors } = fetch.metrics;
- * console.assert(started + replayed + storeErrors === 0);
- * ```
- */
-export interface IdempotencyMetrics {
-  /** Handler runs under a claimed key (first attempts, retries after a failure, takeovers). */
-  started: number;
-  /** Requests answered with a stored response. */
-  replayed: number;
-  /** Requests that found their key held by a running request (answered 409, or waited). */
-  inFlight: number;
-  /** Requests answered 422: the key was used with another request. */
-  mismatched: number;
-  /** Attempts released for a retry: a 5xx, a throw, or a 4xx that is not stored. */
-  failed: number;
-  /** Store calls that threw (begin, complete, fail, extendLease). */
-  storeErrors: number;
-  /** Handler runs without idempotency because the store failed and `onStoreError` is `"fail-open"`. */
-  failOpen: number;
-  /** Requests whose lease was taken over while they ran: their result was not stored. */
-  leaseLost: number;
-}
+/** Plain counters of what the wrapper did since it was created (defined with the metrics hook). */
+export type { IdempotencyMetrics } from "./metrics.ts";
 
 /**
  * The wrapped handler, with its live {@link IdempotencyMetrics}.
@@ -89,6 +64,8 @@ interface Context {
   readonly store: () => IdempotencyStore;
   /** Recent handler durations and the runs under way here: the 409's hint, and the waiters' wake-up. */
   readonly timing: HandlerTiming;
+  /** Where counts and latencies also go (see metrics.ts). */
+  readonly recorder: MetricsRecorder | undefined;
 }
 
 /** The request as read once at claim time: its bytes are what every later step sees. */
@@ -150,10 +127,12 @@ const MAX_POLL_MS = 1000;
  */
 export function withIdempotency(handler: Handler, options: IdempotencyOptions): IdempotentHandler {
   const resolved = resolveOptions(options);
+  const recorder = resolved.metrics ?? metricsRecorderFromEnv();
   const ctx: Context = {
     handler,
     options: resolved,
-    metrics: emptyMetrics(),
+    metrics: createMetrics(resolved.functionName, recorder),
+    recorder,
     getCaller: resolved.getUserId
       ? callerFromUserId(resolved.getUserId)
       : createJwtCallerResolver(resolved.jwtSecret === undefined ? {} : { jwtSecret: resolved.jwtSecret }),
@@ -165,19 +144,6 @@ export function withIdempotency(handler: Handler, options: IdempotencyOptions): 
     value: ctx.metrics,
     enumerable: true,
   }) as IdempotentHandler;
-}
-
-function emptyMetrics(): IdempotencyMetrics {
-  return {
-    started: 0,
-    replayed: 0,
-    inFlight: 0,
-    mismatched: 0,
-    failed: 0,
-    storeErrors: 0,
-    failOpen: 0,
-    leaseLost: 0,
-  };
 }
 
 /** CORS around everything: preflights never reach the handler. */
@@ -201,13 +167,20 @@ async function answer(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo):
 }
 
 async function route(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
+  const rollout = rolloutSetting(ctx.options.functionName, {
+    enabled: ctx.options.enabled,
+    percent: ctx.options.rolloutPercent,
+  });
+  if (!rollout.enabled) return await bypass(ctx, req, info);
   const key = getIdempotencyKey(req);
   if (key === null) {
     if (ctx.options.required) {
       throw new IdempotencyError("KEY_REQUIRED", "This function needs an Idempotency-Key");
     }
-    return await ctx.handler(req, info);
+    if (!ctx.options.keyless) return await ctx.handler(req, info);
+    return await routeKeyless(ctx, req, info, rollout.percent);
   }
+  if (!inRollout(ctx.options.functionName, key, rollout.percent)) return await bypass(ctx, req, info);
   const caller = await ctx.getCaller(req);
   if (caller.kind === "anonymous" && ctx.options.anonymous === "bypass") return await ctx.handler(req, info);
   if (caller.kind === "anonymous" && ctx.options.anonymous === "reject") {
@@ -216,6 +189,43 @@ async function route(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): 
   const read: ReadRequest = { req, body: new Uint8Array(await req.arrayBuffer()), info };
   const claim = await claimKey(ctx, beginInput(ctx, read, key, caller));
   return await settleClaim(ctx, claim, read);
+}
+
+/** The rollout switch sent this request past idempotency: it runs as if unwrapped, and is counted. */
+function bypass(ctx: Context, req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
+  ctx.metrics.bypassed++;
+  return Promise.resolve(ctx.handler(req, info));
+}
+
+/**
+ * A call without a key, with `keyless` on: claimed under a key derived from caller, function and request
+ * (see keyless.ts) on the pair of time buckets. Anonymous callers run unprotected: merging them could serve
+ * one stranger's response to another.
+ */
+async function routeKeyless(
+  ctx: Context,
+  req: Request,
+  info: Deno.ServeHandlerInfo | undefined,
+  percent: number,
+): Promise<Response> {
+  const caller = await ctx.getCaller(req);
+  if (caller.kind === "anonymous") return await ctx.handler(req, info);
+  const body = new Uint8Array(await req.arrayBuffer());
+  const read: ReadRequest = { req, body, info };
+  const input = beginInput(ctx, read, "", caller);
+  const key = keylessBaseKey({
+    callerKind: caller.kind,
+    userId: input.userId,
+    functionName: input.functionName,
+    fingerprint: input.fingerprint,
+  });
+  if (!inRollout(ctx.options.functionName, key, percent)) return await bypass(ctx, freshRequest(read), info);
+  const pairs = new KeylessPairStore(ctx.store(), { windowMs: ctx.options.keylessWindowMs });
+  // a keyless claim is only needed for twice the window; the stores' TTL is whole seconds
+  const ttlSeconds = Math.max(1, Math.ceil((2 * ctx.options.keylessWindowMs) / 1000));
+  const keylessCtx: Context = { ...ctx, store: () => pairs };
+  const claim = await claimKey(keylessCtx, { ...input, key, ttlSeconds });
+  return await settleClaim(keylessCtx, claim, read);
 }
 
 /** Path and query: `/charge?amount=1` and `/charge?amount=2` are different requests. */
@@ -240,7 +250,9 @@ function beginInput(ctx: Context, read: ReadRequest, key: string, caller: Caller
 /** `begin`, then (in `"wait"` mode) polls while another request holds the key. */
 async function claimKey(ctx: Context, input: BeginInput): Promise<Claim> {
   try {
+    const claimStart = performance.now();
     const result = await ctx.store().begin(input);
+    ctx.recorder?.observe(ctx.options.functionName, "claim", (performance.now() - claimStart) / 1000);
     if (result.outcome !== "in_progress") return result;
     ctx.metrics.inFlight++;
     return ctx.options.onInFlight === "wait" ? await waitForFirst(ctx, input, result) : result;
@@ -348,9 +360,11 @@ async function runClaimed(ctx: Context, lease: Lease, read: ReadRequest): Promis
 
 /** The handler's answer with its body read; a throw becomes a 500 `INTERNAL_ERROR`. */
 async function runHandler(ctx: Context, read: ReadRequest): Promise<HandlerOutcome> {
+  const handlerStart = performance.now();
   try {
     const response = await ctx.handler(freshRequest(read), read.info);
     const body = new Uint8Array(await response.arrayBuffer());
+    ctx.recorder?.observe(ctx.options.functionName, "handler", (performance.now() - handlerStart) / 1000);
     return { status: response.status, headers: new Headers(response.headers), body };
   } catch (error) {
     log(ctx, "error", "the handler threw; the key is released for a retry", error);

@@ -253,6 +253,7 @@ Deno.test("middleware: metrics is a read-only property", () => {
     storeErrors: 0,
     failOpen: 0,
     leaseLost: 0,
+    bypassed: 0,
   });
 });
 

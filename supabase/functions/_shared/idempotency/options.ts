@@ -3,6 +3,7 @@
  */
 
 import type { GetUserId } from "./auth.ts";
+import type { MetricsRecorder } from "./metrics.ts";
 import type { IdempotencyStore } from "./store.ts";
 import { PostgresStore } from "./stores/postgres.ts";
 
@@ -165,12 +166,36 @@ export interface IdempotencyOptions {
    * @default {console}
    */
   logger?: IdempotencyLogger;
+  /**
+   * Protect calls without a key from double submits: the key is derived from the caller, the function and
+   * the request fingerprint within `keylessWindowMs` (see keyless.ts). Anonymous callers are never merged
+   * (nothing tells two of them apart), and a client's explicit key always wins. Default `false`.
+   */
+  keyless?: boolean;
+  /** Keyless requests closer than this are always one run; `2 *` this or more apart, never. Default 100. */
+  keylessWindowMs?: number;
+  /**
+   * The rollout switch: `false` runs every request without idempotency (counted as `bypassed`). The
+   * environment overrides it per request: `IDEMPOTENCY_ENABLED[_<FUNCTION>]` (see rollout.ts). Default `true`.
+   */
+  enabled?: boolean;
+  /**
+   * The share of keys protected, 0-100, decided per key (a retry of a bypassed request is bypassed again).
+   * Overridden by `IDEMPOTENCY_ROLLOUT_PERCENT[_<FUNCTION>]`. Default 100.
+   */
+  rolloutPercent?: number;
+  /**
+   * Where counts and latencies go besides `handler.metrics`. Default: with `IDEMPOTENCY_METRICS=database`,
+   * the isolate's shared `PostgresMetricsRecorder` (summed in the database for the Prometheus endpoint); else
+   * none.
+   */
+  metrics?: MetricsRecorder;
 }
 
 /** {@link IdempotencyOptions} with every default filled in; `store` stays unset until the default is needed. */
 export type ResolvedIdempotencyOptions = Readonly<
-  & Required<Omit<IdempotencyOptions, "store" | "getUserId" | "jwtSecret">>
-  & Pick<IdempotencyOptions, "store" | "getUserId" | "jwtSecret">
+  & Required<Omit<IdempotencyOptions, "store" | "getUserId" | "jwtSecret" | "metrics">>
+  & Pick<IdempotencyOptions, "store" | "getUserId" | "jwtSecret" | "metrics">
 >;
 
 /**
@@ -184,7 +209,7 @@ export type ResolvedIdempotencyOptions = Readonly<
  * ```
  */
 export const DEFAULT_OPTIONS: Readonly<
-  Required<Omit<IdempotencyOptions, "functionName" | "store" | "getUserId" | "jwtSecret">>
+  Required<Omit<IdempotencyOptions, "functionName" | "store" | "getUserId" | "jwtSecret" | "metrics">>
 > = Object.freeze({
   required: false,
   ttlSeconds: 86_400,
@@ -199,6 +224,10 @@ export const DEFAULT_OPTIONS: Readonly<
   renewLease: true,
   cors: true,
   logger: console,
+  keyless: false,
+  keylessWindowMs: 100,
+  enabled: true,
+  rolloutPercent: 100,
 });
 
 const FUNCTION_NAME = /^[A-Za-z0-9_-]{1,128}$/;
@@ -232,6 +261,10 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedIdempotency
   checkChoice("onInFlight", resolved.onInFlight, ["reject", "wait"]);
   checkChoice("anonymous", resolved.anonymous, ["reject", "shared", "bypass"]);
   checkChoice("onStoreError", resolved.onStoreError, ["fail-closed", "fail-open"]);
+  checkInteger("keylessWindowMs", resolved.keylessWindowMs, 1);
+  if (!(resolved.rolloutPercent >= 0 && resolved.rolloutPercent <= 100)) {
+    throw new RangeError(`rolloutPercent must be between 0 and 100, got ${resolved.rolloutPercent}`);
+  }
   return Object.freeze(resolved);
 }
 

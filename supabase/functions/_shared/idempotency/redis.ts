@@ -25,3 +25,11 @@ export {
   RedisStore,
   type RedisStoreOptions,
 } from "./stores/redis.ts";
+export {
+  type FrontCache,
+  type FrontEntry,
+  LayeredStore,
+  type LayeredStoreOptions,
+  RedisFrontCache,
+  type RedisFrontCacheOptions,
+} from "./stores/layered.ts";
