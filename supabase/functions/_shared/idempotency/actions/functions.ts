@@ -8,7 +8,6 @@
 import { defaultActions } from "./default.ts";
 import type { ActionIdentity, ActionMeta } from "./keys.ts";
 import type {
-  ActionIdempotency,
   CheckResult,
   ExecuteOptions,
   ExecuteOutcome,
@@ -41,7 +40,7 @@ export async function executeWithIdempotency<T>(
 }
 
 /**
- * Whether an action completed. See {@link ActionIdempotency.checkExecuted}.
+ * Whether an action completed. See `ActionIdempotency.checkExecuted`.
  *
  * @param key The action key.
  * @returns The check result.
@@ -55,7 +54,7 @@ export async function checkExecuted(key: string): Promise<CheckResult> {
 }
 
 /**
- * Records that an action ran; the first record wins. See {@link ActionIdempotency.markExecuted}.
+ * Records that an action ran; the first record wins. See `ActionIdempotency.markExecuted`.
  *
  * @returns `true` when this call recorded it.
  * @example
@@ -73,7 +72,7 @@ export async function markExecuted(
 }
 
 /**
- * Claims a tool call. See {@link ActionIdempotency.startRequest}.
+ * Claims a tool call. See `ActionIdempotency.startRequest`.
  *
  * @returns Whether to run the tool, or the recorded response.
  * @example
@@ -90,7 +89,7 @@ export async function startRequest(
 }
 
 /**
- * Records a tool call's response. See {@link ActionIdempotency.recordSuccess}.
+ * Records a tool call's response. See `ActionIdempotency.recordSuccess`.
  *
  * @returns `false` when no lease is held for it here.
  * @example
@@ -108,7 +107,7 @@ export async function recordSuccess(
 }
 
 /**
- * Records a tool call's failure. See {@link ActionIdempotency.recordFailure}.
+ * Records a tool call's failure. See `ActionIdempotency.recordFailure`.
  *
  * @returns `false` when no lease is held for it here.
  * @example

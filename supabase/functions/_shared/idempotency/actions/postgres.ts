@@ -7,6 +7,7 @@
  * @module
  */
 
+// deno-lint-ignore no-import-prefix -- a full specifier, so a function resolves it from its own deno.json
 import postgres from "npm:postgres@3.4.9";
 import type { ActionMeta } from "./keys.ts";
 import {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+// deno-lint-ignore no-import-prefix -- a full specifier, so a function resolves it from its own deno.json
 import postgres from "npm:postgres@3.4.9";
 import { runActionContract } from "./contract_suite.ts";
 import { PostgresActionStore } from "./postgres.ts";

@@ -13,6 +13,7 @@
  * @module
  */
 
+// deno-lint-ignore no-import-prefix -- a full specifier, so a function resolves it from its own deno.json
 import { createClient } from "npm:redis@5.10.0";
 import type { ActionMeta } from "./keys.ts";
 import {

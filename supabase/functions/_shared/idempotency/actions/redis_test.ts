@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+// deno-lint-ignore no-import-prefix -- a full specifier, so a function resolves it from its own deno.json
 import { createClient } from "npm:redis@5.10.0";
 import { runActionContract } from "./contract_suite.ts";
 import { RedisActionStore } from "./redis.ts";
