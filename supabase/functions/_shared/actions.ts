@@ -44,6 +44,7 @@ export type {
   FindQuery,
   StoreInfo,
   StoreStats,
+  TransactionalActionStore,
 } from "./idempotency/actions/store.ts";
 export {
   ACTION_ENV_VARS,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { IdempotencyError } from "../errors.ts";
-import { configFromEnv, DEFAULT_ACTION_CONFIG, resolveActionConfig } from "./config.ts";
+import { type ActionConfig, configFromEnv, DEFAULT_ACTION_CONFIG, resolveActionConfig } from "./config.ts";
 import { closeDefaultActions, configure, defaultActions, getConfig } from "./default.ts";
 
 const badConfig = (pattern: RegExp) => (e: unknown) =>
@@ -61,7 +61,7 @@ Deno.test("resolveActionConfig checks every setting and freezes the result", () 
   );
   assert.throws(() => resolveActionConfig(config, { backend: "s3" as "memory" }), badConfig(/backend/));
   assert.equal(
-    resolveActionConfig(config, { defaultTTL: undefined }).defaultTTL,
+    resolveActionConfig(config, { defaultTTL: undefined } as unknown as Partial<ActionConfig>).defaultTTL,
     5000,
     "undefined changes nothing",
   );

@@ -21,7 +21,15 @@ import {
   metaFromKey,
   toolKey,
 } from "./keys.ts";
-import type { ActionLease, ActionRecord, ActionStatus, ActionStore, StoreInfo, StoreStats } from "./store.ts";
+import type {
+  ActionLease,
+  ActionRecord,
+  ActionStatus,
+  ActionStore,
+  StoreInfo,
+  StoreStats,
+  TransactionalActionStore,
+} from "./store.ts";
 
 /** An action named by an explicit key instead of its identity. */
 export interface ExplicitAction {
@@ -162,15 +170,77 @@ export class ActionIdempotency {
    * @throws The executor's own error (after recording it); {@link IdempotencyError} `ACTION_IN_PROGRESS`,
    * `ACTION_FAILED`, `INVALID_ACTION`; a store error when the store is unreachable.
    */
-  async executeWithIdempotency<T>(
+  executeWithIdempotency<T>(
     action: ActionIdentity | ExplicitAction,
     executor: () => T | Promise<T>,
     options: ExecuteOptions | number = {},
   ): Promise<ExecuteOutcome<T>> {
     const opts: ExecuteOptions = typeof options === "number" ? { ttl: options } : options;
+    return this.#execute(
+      action,
+      opts,
+      executor,
+      (lease, attempt, leaseMs) => this.#run(lease, attempt, leaseMs, executor),
+    );
+  }
+
+  /**
+   * Like {@link executeWithIdempotency}, but `work` runs inside the store's own transaction, which also
+   * records the result: the side effects and the record commit together or not at all, so even a process
+   * killed mid-action never leaves work done but unrecorded (which a retry would repeat). The record's row
+   * stays locked meanwhile: a concurrent duplicate waits for the commit. Postgres only.
+   *
+   * @param action The action's identity, or an explicit key.
+   * @param work The side effect, given the transaction (for Postgres: a `postgres.js` `TransactionSql`).
+   * @param options Per-call options.
+   * @returns The result and whether it was replayed.
+   * @throws {TypeError} when the store has no transactions; otherwise as {@link executeWithIdempotency}.
+   * @example Insert a row exactly once
+   * ```ts
+   * await actions.executeInTransaction<{ id: string }, postgres.TransactionSql>(action, async (tx) => {
+   *   const [row] = await tx`insert into public.notifications ${tx(values)} returning id`;
+   *   return row;
+   * });
+   * ```
+   */
+  executeInTransaction<T, Tx = unknown>(
+    action: ActionIdentity | ExplicitAction,
+    work: (tx: Tx) => Promise<T>,
+    options: ExecuteOptions = {},
+  ): Promise<ExecuteOutcome<T>> {
+    const store = this.store as Partial<TransactionalActionStore<Tx>>;
+    const completeInTransaction = store.completeInTransaction?.bind(store);
+    if (!completeInTransaction) {
+      return Promise.reject(
+        new TypeError(`the ${this.store.name} action store cannot run work in its transaction`),
+      );
+    }
+    return this.#execute(action, options, undefined, async (lease, attempt) => {
+      let result: T | undefined;
+      let recorded: boolean;
+      try {
+        recorded = await completeInTransaction(lease, async (tx) => {
+          result = await work(tx);
+          return toJson(result);
+        });
+      } catch (error) {
+        await this.store.fail(lease, errorMessage(error)).catch(() => {});
+        throw error;
+      }
+      if (!recorded) throw inProgressError(lease.key, 1000); // taken over before it began: nothing was written
+      return { key: lease.key, result: result as T, replayed: false, attempt };
+    });
+  }
+
+  async #execute<T>(
+    action: ActionIdentity | ExplicitAction,
+    opts: ExecuteOptions,
+    bare: (() => T | Promise<T>) | undefined,
+    run: (lease: ActionLease, attempt: number, leaseMs: number) => Promise<ExecuteOutcome<T>>,
+  ): Promise<ExecuteOutcome<T>> {
     const { key, meta } = identify(action);
     const config = this.#config;
-    if (!config.enabled) return { key, result: await executor(), replayed: false, attempt: 1 };
+    if (!config.enabled && bare) return { key, result: await bare(), replayed: false, attempt: 1 };
     const ttlMs = opts.ttl ?? (meta.actionType !== null ? config.actionTTLs[meta.actionType] : undefined) ??
       config.defaultTTL;
     const leaseMs = opts.leaseMs ?? config.leaseMs;
@@ -182,7 +252,7 @@ export class ActionIdempotency {
       const claim = await this.store.claim({ key, meta, ttlMs, leaseMs, retryFailed });
       switch (claim.outcome) {
         case "started":
-          return await this.#run(claim.lease, claim.attempt, leaseMs, executor);
+          return await run(claim.lease, claim.attempt, leaseMs);
         case "completed":
           return {
             key,

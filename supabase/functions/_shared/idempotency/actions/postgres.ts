@@ -21,6 +21,7 @@ import {
   type FindQuery,
   type StoreInfo,
   type StoreStats,
+  type TransactionalActionStore,
 } from "./store.ts";
 
 /** Options for {@link PostgresActionStore}. */
@@ -66,7 +67,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * const store = new PostgresActionStore({ sql: db() });
  * ```
  */
-export class PostgresActionStore implements ActionStore {
+export class PostgresActionStore implements TransactionalActionStore<postgres.TransactionSql> {
   /** Always `postgres`. */
   readonly name = "postgres";
   readonly #sql: postgres.Sql;
@@ -134,6 +135,42 @@ export class PostgresActionStore implements ActionStore {
       this.#sql`
       select public.action_complete(${lease.key}::text, ${lease.token}::uuid, ${resultJson}::text::jsonb) as ok`,
     );
+  }
+
+  /**
+   * Runs `work` in one transaction with the record's completion, the record's row locked throughout (so
+   * no one takes the lease over while it runs; a concurrent claim waits for the commit).
+   */
+  async completeInTransaction(
+    lease: ActionLease,
+    work: (tx: postgres.TransactionSql) => Promise<string>,
+  ): Promise<boolean> {
+    if (!UUID.test(lease.token)) return false;
+    const failure: { error?: unknown } = {};
+    try {
+      return await this.#sql.begin(async (tx) => {
+        const [held] = await tx`
+          select 1 as ok from public.action_records r
+          where r.action_key = ${lease.key}::text and r.lease_token = ${lease.token}::uuid
+            and r.status = 'processing'
+          for update`;
+        if (!held) return false;
+        let json: string;
+        try {
+          json = await work(tx);
+        } catch (error) {
+          failure.error = error;
+          throw error;
+        }
+        const [row] = await tx<{ ok: boolean }[]>`
+          select public.action_complete(${lease.key}::text, ${lease.token}::uuid, ${json}::text::jsonb) as ok`;
+        return row?.ok === true;
+      });
+    } catch (error) {
+      if ("error" in failure) throw failure.error; // the work's own error, after the rollback
+      const message = error instanceof Error ? error.message : String(error);
+      throw new Error(`postgres action store: completeInTransaction failed: ${message}`, { cause: error });
+    }
   }
 
   /** `action_fail`. */

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix -- a full specifier, so a function resolves it from its own deno.json
 import postgres from "npm:postgres@3.4.9";
-import { runActionContract } from "./contract_suite.ts";
+import { CONCURRENT_EXECUTIONS, runActionContract } from "./contract_suite.ts";
+import { ActionIdempotency } from "./manager.ts";
+import { MemoryActionStore } from "./memory.ts";
 import { PostgresActionStore } from "./postgres.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
@@ -90,4 +92,70 @@ Deno.test("postgres action store: the queries use their indexes", async () => {
   } finally {
     await sql.end();
   }
+});
+
+Deno.test("postgres action store: executeInTransaction commits the work with the record, 100 concurrent calls, one row", async () => {
+  const store = new PostgresActionStore({ url: DB_URL, max: 10 });
+  const actions = new ActionIdempotency({ store });
+  const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
+  const signalId = `tx-${crypto.randomUUID()}`;
+  const action = { signalId, actionType: "notify", target: "notifications", params: { n: 1 } };
+  try {
+    let runs = 0;
+    const outcomes = await Promise.all(
+      Array.from(
+        { length: CONCURRENT_EXECUTIONS },
+        () =>
+          actions.executeInTransaction<{ id: string }, postgres.TransactionSql>(action, async (tx) => {
+            runs += 1;
+            const [row] = await tx<{ id: string }[]>`
+          insert into public.notifications (kind, message, action_key) values ('test', 'hello', ${signalId})
+          returning id`;
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            return { id: row!.id };
+          }),
+      ),
+    );
+    assert.equal(runs, 1);
+    const [{ count }] = await sql<{ count: string }[]>`
+      select count(*) from public.notifications where action_key = ${signalId}` as unknown as [
+      { count: string },
+    ];
+    assert.equal(Number(count), 1, "one row");
+    assert.equal(
+      new Set(outcomes.map((o) => JSON.stringify(o.result))).size,
+      1,
+      "every caller got that row's id",
+    );
+
+    // a throw rolls the work back and records the failure; the retry runs and commits
+    const failing = { ...action, params: { n: 2 } };
+    await assert.rejects(
+      actions.executeInTransaction<void, postgres.TransactionSql>(failing, async (tx) => {
+        await tx`insert into public.notifications (kind, message, action_key) values ('test', 'x', ${
+          signalId + "-2"
+        })`;
+        throw new Error("after the insert");
+      }),
+      /after the insert/,
+    );
+    const [{ n }] = await sql<{ n: string }[]>`
+      select count(*) as n from public.notifications where action_key = ${signalId + "-2"}` as unknown as [
+      { n: string },
+    ];
+    assert.equal(Number(n), 0, "rolled back");
+    const record = await actions.getIdempotencyRecord(actions.keyOf(failing));
+    assert.deepEqual([record?.status, record?.attemptCount], ["failed", 1]);
+    assert.match(record?.error ?? "", /after the insert/);
+  } finally {
+    await sql`delete from public.notifications where action_key like ${signalId + "%"}`;
+    await sql.end();
+    await actions.close();
+  }
+});
+
+Deno.test("executeInTransaction needs a transactional store", async () => {
+  const actions = new ActionIdempotency({ store: new MemoryActionStore() });
+  await assert.rejects(actions.executeInTransaction({ key: "k" }, () => Promise.resolve(1)), TypeError);
+  await actions.close();
 });

@@ -152,6 +152,16 @@ export interface ActionStore {
   close(): Promise<void>;
 }
 
+/** A store that can run an action's work inside the transaction that records its result (Postgres). */
+export interface TransactionalActionStore<Tx> extends ActionStore {
+  /**
+   * Locks the record while `lease` is current, runs `work`, and records the JSON it returns in the same
+   * transaction; `false` (and nothing written) when the lease is no longer the caller's. A throw from
+   * `work` rolls everything back and is rethrown as is.
+   */
+  completeInTransaction(lease: ActionLease, work: (tx: Tx) => Promise<string>): Promise<boolean>;
+}
+
 /** The guard every store applies: durations below one second would make every record stale at once. */
 export function checkMs(name: string, value: number): void {
   if (!Number.isFinite(value) || value < 1000) {
