@@ -34,7 +34,9 @@ export {
   parseIdempotencyKey,
   toolKey,
 } from "./idempotency/actions/keys.ts";
+export { checkMs, checkThroughGet } from "./idempotency/actions/store.ts";
 export type {
+  ActionCheck,
   ActionLease,
   ActionRecord,
   ActionStatus,

@@ -292,17 +292,20 @@ export class ActionIdempotency {
    * @returns The seeds' check result.
    */
   async checkExecuted(key: string): Promise<CheckResult> {
-    const record = await this.store.get(checkActionKey(key), true);
-    if (!record) return { executed: false, idempotencyKey: key };
-    const executed = record.status === "completed";
-    return {
-      executed,
+    const check = await this.store.check(checkActionKey(key));
+    if (!check) return { executed: false, idempotencyKey: key };
+    const out: CheckResult = {
+      executed: check.status === "completed",
       idempotencyKey: key,
-      status: record.status,
-      ttl: Math.max(0, record.expiresAt.getTime() - Date.now()),
-      ...(executed ? { cachedResult: record.result } : {}),
-      ...(executed && record.executedAt ? { executedAt: record.executedAt } : {}),
+      status: check.status,
+      ttl: Math.max(0, check.expiresAtMs - Date.now()),
     };
+    if (out.executed) {
+      // parsed only when read: the check itself stays cheap
+      Object.defineProperty(out, "cachedResult", { get: () => check.result, enumerable: true });
+      if (check.executedAt) out.executedAt = check.executedAt;
+    }
+    return out;
   }
 
   /**

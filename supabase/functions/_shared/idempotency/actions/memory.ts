@@ -8,6 +8,7 @@
 
 import { type ActionMeta, metaFromKey } from "./keys.ts";
 import {
+  type ActionCheck,
   type ActionLease,
   type ActionRecord,
   type ActionStatus,
@@ -154,6 +155,33 @@ export class MemoryActionStore implements ActionStore {
       else this.#misses += 1;
     }
     return Promise.resolve(live ? this.#record(key, entry) : null);
+  }
+
+  /** The repeat check without building a record: no key parsing, and the result parsed only if read. */
+  check(key: string): Promise<ActionCheck | null> {
+    const entry = this.#entries.get(key);
+    const now = this.#now();
+    if (entry === undefined || isExpired(entry, now)) {
+      this.#misses += 1;
+      return Promise.resolve(null);
+    }
+    const status = statusOf(entry);
+    const epoch = this.#epoch;
+    if (status !== "completed") {
+      this.#misses += 1;
+      const executedAt = status === "failed" ? new Date(epoch + entry.executed) : null;
+      return Promise.resolve({ status, result: null, executedAt, expiresAtMs: epoch + entry.expires });
+    }
+    this.#hits += 1;
+    const text = entry.text;
+    return Promise.resolve({
+      status,
+      get result(): unknown {
+        return text === null ? null : JSON.parse(text);
+      },
+      executedAt: new Date(epoch + entry.executed),
+      expiresAtMs: epoch + entry.expires,
+    });
   }
 
   /** Deletes the record unless it is under a live lease. */

@@ -11,11 +11,13 @@
 import postgres from "npm:postgres@3.4.9";
 import type { ActionMeta } from "./keys.ts";
 import {
+  type ActionCheck,
   type ActionLease,
   type ActionRecord,
   type ActionStatus,
   type ActionStore,
   checkMs,
+  checkThroughGet,
   type ClaimInput,
   type ClaimResult,
   type FindQuery,
@@ -203,6 +205,11 @@ export class PostgresActionStore implements TransactionalActionStore<postgres.Tr
       >`select * from public.action_get(${key}::text, ${count}::boolean)`;
       return row ? toRecord(row) : null;
     });
+  }
+
+  /** `get(key, true)`: one round trip either way. */
+  check(key: string): Promise<ActionCheck | null> {
+    return checkThroughGet(this, key);
   }
 
   /** `action_delete`. */

@@ -17,11 +17,13 @@
 import { createClient } from "npm:redis@5.10.0";
 import type { ActionMeta } from "./keys.ts";
 import {
+  type ActionCheck,
   type ActionLease,
   type ActionRecord,
   type ActionStatus,
   type ActionStore,
   checkMs,
+  checkThroughGet,
   type ClaimInput,
   type ClaimResult,
   type FindQuery,
@@ -378,6 +380,11 @@ export class RedisActionStore implements ActionStore {
       const reply = await this.#eval(this.#scripts.get, key, [count ? "1" : "0"]);
       return Array.isArray(reply) ? toRecord(key, reply as string[]) : null;
     });
+  }
+
+  /** `get(key, true)`: one round trip either way. */
+  check(key: string): Promise<ActionCheck | null> {
+    return checkThroughGet(this, key);
   }
 
   /** Deletes the record and its index entries, unless under a live lease. */

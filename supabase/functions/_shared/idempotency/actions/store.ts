@@ -33,6 +33,18 @@ export interface ActionRecord extends ActionMeta {
   leaseExpiresAt: Date | null;
 }
 
+/** What {@link ActionStore.check} reads: enough to say whether an action ran, without a whole record. */
+export interface ActionCheck {
+  /** Where the action is. */
+  status: ActionStatus;
+  /** The recorded result (JSON, parsed when first read), or `null` unless completed. */
+  readonly result: unknown;
+  /** When it completed or failed; `null` while processing. */
+  executedAt: Date | null;
+  /** When the record expires, in epoch ms. */
+  expiresAtMs: number;
+}
+
 /** Everything {@link ActionStore.claim} needs. */
 export interface ClaimInput {
   /** The action key. */
@@ -134,6 +146,8 @@ export interface ActionStore {
   extend(lease: ActionLease, leaseMs: number): Promise<boolean>;
   /** The live record of `key`, or `null`; `count` adds a hit (completed) or a miss to the counters. */
   get(key: string, count?: boolean): Promise<ActionRecord | null>;
+  /** The repeat check: like `get(key, true)` but only what `checkExecuted` needs (the hot path in memory). */
+  check(key: string): Promise<ActionCheck | null>;
   /** Deletes a record unless a worker holds a live lease on it; `true` when one was deleted. */
   delete(key: string): Promise<boolean>;
   /** Deletes every record except those under a live lease; returns how many went. */
@@ -160,6 +174,24 @@ export interface TransactionalActionStore<Tx> extends ActionStore {
    * `work` rolls everything back and is rethrown as is.
    */
   completeInTransaction(lease: ActionLease, work: (tx: Tx) => Promise<string>): Promise<boolean>;
+}
+
+/**
+ * {@link ActionStore.check} through `get`, for stores where the round trip dominates anyway.
+ *
+ * @param store The store.
+ * @param key The action key.
+ * @returns The check, or `null`.
+ */
+export async function checkThroughGet(store: ActionStore, key: string): Promise<ActionCheck | null> {
+  const record = await store.get(key, true);
+  if (!record) return null;
+  return {
+    status: record.status,
+    result: record.result,
+    executedAt: record.executedAt,
+    expiresAtMs: record.expiresAt.getTime(),
+  };
 }
 
 /** The guard every store applies: durations below one second would make every record stale at once. */
