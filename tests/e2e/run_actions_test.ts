@@ -15,6 +15,7 @@ async function insertDataset(sql: postgres.Sql, userId: string) {
     insert into public.training_datasets (user_id, name, task, seed, template, example_count, examples)
     values (${userId}, 'webhook dataset', 'summarization', 7, 'template', 1, '[]'::jsonb)
     returning id, user_id, name, task`;
+  if (!row) throw new Error("no dataset row");
   return row;
 }
 

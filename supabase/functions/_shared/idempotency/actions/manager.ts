@@ -22,6 +22,7 @@ import {
   toolKey,
 } from "./keys.ts";
 import type {
+  ActionCheck,
   ActionLease,
   ActionRecord,
   ActionStatus,
@@ -72,7 +73,7 @@ export interface CheckResult {
   /** The recorded result, when executed. */
   cachedResult?: unknown;
   /** When it completed. */
-  executedAt?: Date;
+  executedAt?: Date | undefined;
   /** The key checked. */
   idempotencyKey: string;
   /** Ms until the record expires. */
@@ -292,20 +293,13 @@ export class ActionIdempotency {
    * @returns The seeds' check result.
    */
   async checkExecuted(key: string): Promise<CheckResult> {
-    const check = await this.store.check(checkActionKey(key));
+    // a read: an odd key simply finds nothing, so it is not validated on this hot path
+    const check = await this.store.check(key);
     if (!check) return { executed: false, idempotencyKey: key };
-    const out: CheckResult = {
-      executed: check.status === "completed",
-      idempotencyKey: key,
-      status: check.status,
-      ttl: Math.max(0, check.expiresAtMs - Date.now()),
-    };
-    if (out.executed) {
-      // parsed only when read: the check itself stays cheap
-      Object.defineProperty(out, "cachedResult", { get: () => check.result, enumerable: true });
-      if (check.executedAt) out.executedAt = check.executedAt;
+    if (check.status !== "completed") {
+      return { executed: false, idempotencyKey: key, status: check.status, ttl: check.ttlMs };
     }
-    return out;
+    return new CompletedCheck(key, check);
   }
 
   /**
@@ -557,6 +551,49 @@ export class ActionIdempotency {
     const lease = this.#leases.get(key);
     this.#leases.delete(key);
     return lease;
+  }
+}
+
+/**
+ * A completed check. A class rather than a literal so that the result is parsed only when read (a getter
+ * in an object literal costs more than the whole check); `toJSON` shows it like a plain object.
+ */
+class CompletedCheck implements CheckResult {
+  readonly executed = true;
+  readonly status = "completed" as const;
+  readonly #check: ActionCheck;
+
+  constructor(readonly idempotencyKey: string, check: ActionCheck) {
+    this.#check = check;
+  }
+
+  /** Ms until the record expires. */
+  get ttl(): number {
+    return this.#check.ttlMs;
+  }
+
+  /** When it completed. */
+  get executedAt(): Date | undefined {
+    const ms = this.#check.executedAtMs;
+    return ms === null ? undefined : new Date(ms);
+  }
+
+  /** The recorded result, parsed on each read (so a caller cannot change what a later read returns). */
+  get cachedResult(): unknown {
+    return this.#check.result;
+  }
+
+  /** The plain form, as `JSON.stringify` and logs should show it. */
+  toJSON(): CheckResult {
+    const executedAt = this.executedAt;
+    return {
+      executed: true,
+      idempotencyKey: this.idempotencyKey,
+      status: "completed",
+      ttl: this.ttl,
+      cachedResult: this.cachedResult,
+      ...(executedAt ? { executedAt } : {}),
+    };
   }
 }
 

@@ -166,22 +166,14 @@ export class MemoryActionStore implements ActionStore {
       return Promise.resolve(null);
     }
     const status = statusOf(entry);
-    const epoch = this.#epoch;
+    const ttlMs = Math.max(0, entry.expires - now);
     if (status !== "completed") {
       this.#misses += 1;
-      const executedAt = status === "failed" ? new Date(epoch + entry.executed) : null;
-      return Promise.resolve({ status, result: null, executedAt, expiresAtMs: epoch + entry.expires });
+      const executedAtMs = status === "failed" ? this.#epoch + entry.executed : null;
+      return Promise.resolve({ status, result: null, executedAtMs, ttlMs });
     }
     this.#hits += 1;
-    const text = entry.text;
-    return Promise.resolve({
-      status,
-      get result(): unknown {
-        return text === null ? null : JSON.parse(text);
-      },
-      executedAt: new Date(epoch + entry.executed),
-      expiresAtMs: epoch + entry.expires,
-    });
+    return Promise.resolve(new CompletedEntry(entry.text, this.#epoch + entry.executed, ttlMs));
   }
 
   /** Deletes the record unless it is under a live lease. */
@@ -381,6 +373,17 @@ export class MemoryActionStore implements ActionStore {
       expiresAt: new Date(this.#epoch + entry.expires),
       leaseExpiresAt: status === "processing" ? new Date(this.#epoch + entry.executed) : null,
     };
+  }
+}
+
+/** A completed check whose result is parsed only when read (a class: a literal with a getter costs more). */
+class CompletedEntry implements ActionCheck {
+  readonly status = "completed" as const;
+  constructor(readonly text: string | null, readonly executedAtMs: number, readonly ttlMs: number) {}
+
+  /** The result, parsed from its JSON on each read. */
+  get result(): unknown {
+    return this.text === null ? null : JSON.parse(this.text);
   }
 }
 

@@ -37,12 +37,12 @@ export interface ActionRecord extends ActionMeta {
 export interface ActionCheck {
   /** Where the action is. */
   status: ActionStatus;
-  /** The recorded result (JSON, parsed when first read), or `null` unless completed. */
+  /** The recorded result (JSON, parsed when read), or `null` unless completed. */
   readonly result: unknown;
-  /** When it completed or failed; `null` while processing. */
-  executedAt: Date | null;
-  /** When the record expires, in epoch ms. */
-  expiresAtMs: number;
+  /** When it completed or failed, in epoch ms; `null` while processing. */
+  executedAtMs: number | null;
+  /** Ms until the record expires. */
+  ttlMs: number;
 }
 
 /** Everything {@link ActionStore.claim} needs. */
@@ -189,8 +189,8 @@ export async function checkThroughGet(store: ActionStore, key: string): Promise<
   return {
     status: record.status,
     result: record.result,
-    executedAt: record.executedAt,
-    expiresAtMs: record.expiresAt.getTime(),
+    executedAtMs: record.executedAt?.getTime() ?? null,
+    ttlMs: Math.max(0, record.expiresAt.getTime() - Date.now()),
   };
 }
 
