@@ -3,7 +3,7 @@
 #   1. deno fmt --check, deno lint, deno check
 #   2. unit and store-contract tests (supabase/functions)
 #   3. database proofs: rollback and re-apply, pgTAP via `supabase test db`, `supabase db advisors`
-#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e)
+#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e), actions across a SIGKILL (tests/crash)
 #   5. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
 # and ends with one line: `test: N passed, N failed`.
 set -euo pipefail
@@ -48,6 +48,10 @@ pg_tests=$(grep -Eo 'Tests=[0-9]+' "$OUT" | tail -1 | cut -d= -f2 || true)
 if [ -n "$pg_tests" ] && grep -q 'Result: PASS' "$OUT"; then passed=$((passed + pg_tests)); else failed=$((failed + 1)); fi
 
 deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
+
+# Idempotent actions (issue 11): their store contracts run with the unit tests and run-actions with the
+# e2e tests above; here a worker is SIGKILLed mid-action and the action is taken over exactly once.
+deno_test "actions across a SIGKILL of the worker" tests/crash
 
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop
