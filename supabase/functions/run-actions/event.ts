@@ -1,12 +1,7 @@
 /** Reading a Supabase Database Webhook payload: `{ type, table, schema, record, old_record }`. */
 
 import { FunctionError } from "../_shared/http.ts";
-import {
-  invalidField,
-  type JsonObject,
-  parseJsonObject,
-  requireString,
-} from "../_shared/validate.ts";
+import { invalidField, type JsonObject, parseJsonObject, requireString } from "../_shared/validate.ts";
 
 /** One database event as a Database Webhook delivers it. */
 export interface WebhookEvent {

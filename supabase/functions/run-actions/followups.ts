@@ -69,14 +69,11 @@ function datasetInserted(event: WebhookEvent): FollowUp[] {
       },
       async run(tx) {
         // the dataset may be gone by the time the event arrives: nothing to train, and nothing to retry
-        const [dataset] =
-          await tx`select 1 from public.training_datasets where id = ${id} for share`;
+        const [dataset] = await tx`select 1 from public.training_datasets where id = ${id} for share`;
         if (!dataset) return { skipped: "the dataset no longer exists" };
         const [job] = await tx<{ id: string }[]>`
           insert into public.training_jobs (user_id, model_name, dataset_id, hyperparameters, status)
-          values (${userId}, ${modelName}, ${id}, ${
-          tx.json(BASELINE_HYPERPARAMETERS)
-        }, 'queued')
+          values (${userId}, ${modelName}, ${id}, ${tx.json(BASELINE_HYPERPARAMETERS)}, 'queued')
           returning id`;
         return { job_id: job?.id };
       },
@@ -99,9 +96,7 @@ function datasetInserted(event: WebhookEvent): FollowUp[] {
         const [note] = await tx<{ id: string }[]>`
           insert into public.notifications (user_id, kind, message, subject, action_key)
           values (${userId}, 'training_queued', ${message.slice(0, 1000)},
-            ${
-          tx.json({ table: event.table, id, job_id: job?.job_id ?? null })
-        }, ${signalId})
+            ${tx.json({ table: event.table, id, job_id: job?.job_id ?? null })}, ${signalId})
           returning id`;
         return { notification_id: note?.id };
       },

@@ -15,12 +15,7 @@
 import postgres from "npm:postgres@3.4.9";
 import { ActionIdempotency } from "../_shared/actions.ts";
 import { PostgresActionStore } from "../_shared/actions_postgres.ts";
-import {
-  FunctionError,
-  jsonResponse,
-  requireMethod,
-  respond,
-} from "../_shared/http.ts";
+import { FunctionError, jsonResponse, requireMethod, respond } from "../_shared/http.ts";
 import { createJwtCallerResolver } from "../_shared/idempotency/auth.ts";
 import { IdempotencyError } from "../_shared/idempotency/errors.ts";
 import { parseWebhookEvent } from "./event.ts";
