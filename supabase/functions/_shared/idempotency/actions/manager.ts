@@ -196,6 +196,7 @@ export class ActionIdempotency {
    * @param options Per-call options.
    * @returns The result and whether it was replayed.
    * @throws {TypeError} when the store has no transactions; otherwise as {@link executeWithIdempotency}.
+   * `enabled: false` does not apply here: the work needs the transaction the store opens.
    * @example Insert a row exactly once
    * ```ts
    * await actions.executeInTransaction<{ id: string }, postgres.TransactionSql>(action, async (tx) => {
@@ -242,8 +243,7 @@ export class ActionIdempotency {
     const { key, meta } = identify(action);
     const config = this.#config;
     if (!config.enabled && bare) return { key, result: await bare(), replayed: false, attempt: 1 };
-    const ttlMs = opts.ttl ?? (meta.actionType !== null ? config.actionTTLs[meta.actionType] : undefined) ??
-      config.defaultTTL;
+    const ttlMs = this.#ttl(meta.actionType, opts.ttl);
     const leaseMs = opts.leaseMs ?? config.leaseMs;
     const retryFailed = opts.retryFailed ?? config.retryFailed;
     const onInProgress = opts.onInProgress ?? config.onInProgress;
@@ -319,8 +319,7 @@ export class ActionIdempotency {
     metadata?: Partial<ActionMeta>,
   ): Promise<boolean> {
     const { meta } = identify({ key, ...(metadata ? { meta: metadata } : {}) });
-    const ttlMs = ttl ?? (meta.actionType !== null ? this.#config.actionTTLs[meta.actionType] : undefined) ??
-      this.#config.defaultTTL;
+    const ttlMs = this.#ttl(meta.actionType, ttl);
     const claim = await this.store.claim({
       key,
       meta,
@@ -350,7 +349,7 @@ export class ActionIdempotency {
     const claim = await this.store.claim({
       key,
       meta,
-      ttlMs: options.ttl ?? this.#config.actionTTLs[toolName] ?? this.#config.defaultTTL,
+      ttlMs: this.#ttl(toolName, options.ttl),
       leaseMs: this.#config.leaseMs,
       retryFailed: true,
     });
@@ -545,6 +544,12 @@ export class ActionIdempotency {
       if (record.status === "failed") return null;
       if (record.leaseExpiresAt && record.leaseExpiresAt.getTime() <= Date.now()) return null;
     }
+  }
+
+  /** The call's TTL, else the action type's, else the default. */
+  #ttl(actionType: string | null, override: number | undefined): number {
+    const config = this.#config;
+    return override ?? (actionType === null ? undefined : config.actionTTLs[actionType]) ?? config.defaultTTL;
   }
 
   #takeLease(key: string): ActionLease | undefined {

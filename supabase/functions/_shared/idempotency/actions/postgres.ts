@@ -15,7 +15,6 @@ import {
   type ActionLease,
   type ActionRecord,
   type ActionStatus,
-  type ActionStore,
   checkMs,
   checkThroughGet,
   type ClaimInput,
