@@ -92,4 +92,4 @@ export {
   startRequest,
   stopAutoCleanup,
 } from "./idempotency/actions/functions.ts";
-export { ErrorCodes, IdempotencyError } from "./idempotency/errors.ts";
+export { type ErrorCode, ErrorCodes, IdempotencyError } from "./idempotency/errors.ts";

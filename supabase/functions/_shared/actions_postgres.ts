@@ -12,4 +12,9 @@
  * @module
  */
 
-export { PostgresActionStore, type PostgresActionStoreOptions } from "./idempotency/actions/postgres.ts";
+export {
+  type ActionSql,
+  type ActionTransactionSql,
+  PostgresActionStore,
+  type PostgresActionStoreOptions,
+} from "./idempotency/actions/postgres.ts";

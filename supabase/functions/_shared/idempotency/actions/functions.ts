@@ -125,6 +125,8 @@ export async function recordFailure(
 }
 
 /**
+ * The record of one action.
+ *
  * @param key The action key.
  * @returns The live record, or `null`.
  * @example
@@ -163,6 +165,8 @@ export async function clearAllCache(): Promise<number> {
 }
 
 /**
+ * The statistics.
+ *
  * @returns Counters, per-state counts and the hit rate.
  * @example
  * ```ts
@@ -187,6 +191,8 @@ export async function resetStats(): Promise<void> {
 }
 
 /**
+ * Size figures of the store.
+ *
  * @returns Entries, capacity, utilization, oldest and newest, approximate bytes.
  * @example
  * ```ts
@@ -198,6 +204,8 @@ export async function getCacheInfo(): Promise<StoreInfo> {
 }
 
 /**
+ * Keys of one action type.
+ *
  * @returns Keys of live records of `actionType`.
  * @example
  * ```ts
@@ -209,6 +217,8 @@ export async function findKeysByActionType(actionType: string, limit?: number): 
 }
 
 /**
+ * Keys of one target.
+ *
  * @returns Keys of live records of `target`.
  * @example
  * ```ts
@@ -220,6 +230,8 @@ export async function findKeysByTarget(target: string, limit?: number): Promise<
 }
 
 /**
+ * Keys of one signal.
+ *
  * @returns Keys of live records of `signalId`.
  * @example
  * ```ts
@@ -231,6 +243,8 @@ export async function findKeysBySignalId(signalId: string, limit?: number): Prom
 }
 
 /**
+ * Records about to expire.
+ *
  * @param withinMs The window. @default 3600000
  * @returns Live records that expire within it.
  * @example
@@ -243,6 +257,8 @@ export async function getExpiringSoon(withinMs?: number, limit?: number): Promis
 }
 
 /**
+ * Keys of live records, filtered.
+ *
  * @returns Keys of live records matching `filter`.
  * @example
  * ```ts

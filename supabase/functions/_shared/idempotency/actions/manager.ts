@@ -135,6 +135,8 @@ export class ActionIdempotency {
   #cleanupTimer: ReturnType<typeof setInterval> | undefined;
 
   /**
+   * A manager on `options.store`.
+   *
    * @param options The store and any settings (defaults: {@link DEFAULT_ACTION_CONFIG}).
    * @throws {IdempotencyError} `INVALID_CONFIGURATION` for a bad setting.
    */
@@ -154,7 +156,11 @@ export class ActionIdempotency {
     this.#config = resolveActionConfig(this.#config, settings);
   }
 
-  /** @returns The current settings (frozen). */
+  /**
+   * The current settings.
+   *
+   * @returns The settings (frozen).
+   */
   getConfig(): ActionConfig {
     return this.#config;
   }
@@ -394,7 +400,12 @@ export class ActionIdempotency {
     return lease ? await this.store.fail(lease, errorMessage(error)) : false;
   }
 
-  /** @returns The live record of `key`, or `null`. */
+  /**
+   * The record of one action.
+   *
+   * @param key The action key.
+   * @returns The live record, or `null`.
+   */
   getIdempotencyRecord(key: string): Promise<ActionRecord | null> {
     return this.store.get(checkActionKey(key));
   }
@@ -409,7 +420,11 @@ export class ActionIdempotency {
     return this.store.clear();
   }
 
-  /** @returns Counters, per-state counts and the hit rate. */
+  /**
+   * The statistics (on Postgres and Redis, of every instance).
+   *
+   * @returns Counters, per-state counts and the hit rate.
+   */
   async getIdempotencyStats(): Promise<IdempotencyStats> {
     const stats = await this.store.stats();
     const lookups = stats.cacheHits + stats.cacheMisses;
@@ -421,28 +436,53 @@ export class ActionIdempotency {
     return this.store.resetStats();
   }
 
-  /** @returns Entries, capacity, utilization, oldest and newest, approximate bytes. */
+  /**
+   * Size figures of the store.
+   *
+   * @returns Entries, capacity, utilization, oldest and newest, approximate bytes.
+   */
   getCacheInfo(): Promise<StoreInfo> {
     return this.store.info();
   }
 
-  /** @returns Keys of live records of `actionType`, oldest first. */
+  /**
+   * Keys of one action type (indexed on Postgres and Redis).
+   *
+   * @param actionType The action type.
+   * @param limit Most keys returned. @default 1000
+   * @returns Keys of live records, oldest first.
+   */
   async findKeysByActionType(actionType: string, limit = DEFAULT_LIMIT): Promise<string[]> {
     return keysOf(await this.store.find({ actionType, limit }));
   }
 
-  /** @returns Keys of live records of `target`, oldest first. */
+  /**
+   * Keys of one target (indexed on Postgres and Redis).
+   *
+   * @param target The target.
+   * @param limit Most keys returned. @default 1000
+   * @returns Keys of live records, oldest first.
+   */
   async findKeysByTarget(target: string, limit = DEFAULT_LIMIT): Promise<string[]> {
     return keysOf(await this.store.find({ target, limit }));
   }
 
-  /** @returns Keys of live records of `signalId`, oldest first. */
+  /**
+   * Keys of one signal (indexed on Postgres and Redis).
+   *
+   * @param signalId The signal id.
+   * @param limit Most keys returned. @default 1000
+   * @returns Keys of live records, oldest first.
+   */
   async findKeysBySignalId(signalId: string, limit = DEFAULT_LIMIT): Promise<string[]> {
     return keysOf(await this.store.find({ signalId, limit }));
   }
 
   /**
+   * Records about to expire.
+   *
    * @param withinMs The window. @default 3600000 (1 hour)
+   * @param limit Most records returned. @default 1000
    * @returns Live records that expire within `withinMs`.
    */
   getExpiringSoon(withinMs = 60 * 60 * 1000, limit = DEFAULT_LIMIT): Promise<ActionRecord[]> {
@@ -450,6 +490,8 @@ export class ActionIdempotency {
   }
 
   /**
+   * Keys of live records, filtered.
+   *
    * @param filter Fields to match (indexed on Postgres), or a predicate applied to up to `limit` records.
    * @param limit Most keys returned. @default 1000
    * @returns Keys of live records, oldest first.

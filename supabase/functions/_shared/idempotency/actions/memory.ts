@@ -88,6 +88,8 @@ export class MemoryActionStore implements ActionStore {
   #evicted = 0;
 
   /**
+   * An empty store.
+   *
    * @param options Capacity, eviction batch and clock.
    * @throws {RangeError} for a capacity below 1 or a fraction outside (0, 1].
    */

@@ -25,10 +25,15 @@ import {
   type TransactionalActionStore,
 } from "./store.ts";
 
+/** A postgres.js pool (`npm:postgres`), as `postgres(url)` returns it. */
+export type ActionSql = postgres.Sql;
+/** A postgres.js transaction, as `sql.begin` hands it to its callback. */
+export type ActionTransactionSql = postgres.TransactionSql;
+
 /** Options for {@link PostgresActionStore}. */
 export interface PostgresActionStoreOptions {
   /** A pool you already have (the function's own): used as is, and `close()` leaves it open. */
-  sql?: postgres.Sql;
+  sql?: ActionSql;
   /** The connection string when no `sql` is given. @default Deno.env SUPABASE_DB_URL */
   url?: string;
   /** Most connections of a pool this store opens. @default 5 */
@@ -68,13 +73,15 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * const store = new PostgresActionStore({ sql: db() });
  * ```
  */
-export class PostgresActionStore implements TransactionalActionStore<postgres.TransactionSql> {
+export class PostgresActionStore implements TransactionalActionStore<ActionTransactionSql> {
   /** Always `postgres`. */
   readonly name = "postgres";
-  readonly #sql: postgres.Sql;
+  readonly #sql: ActionSql;
   readonly #owned: boolean;
 
   /**
+   * Uses the pool given, or opens one (postgres.js connects on the first query).
+   *
    * @param options A pool, or where to open one.
    * @throws {Error} when neither `sql`, `url` nor `SUPABASE_DB_URL` is given.
    */
@@ -144,7 +151,7 @@ export class PostgresActionStore implements TransactionalActionStore<postgres.Tr
    */
   async completeInTransaction(
     lease: ActionLease,
-    work: (tx: postgres.TransactionSql) => Promise<string>,
+    work: (tx: ActionTransactionSql) => Promise<string>,
   ): Promise<boolean> {
     if (!UUID.test(lease.token)) return false;
     const failure: { error?: unknown } = {};
