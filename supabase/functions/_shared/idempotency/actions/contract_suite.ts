@@ -193,6 +193,17 @@ export function runActionContract(name: string, makeStore: MakeActionStore): voi
     assert.deepEqual([again.result, again.replayed, again.attempt], [2, false, 1]);
   });
 
+  test("a completed record is kept a full TTL from its completion", async ({ actions, action }) => {
+    const done = await actions.executeWithIdempotency(action(), async () => {
+      await sleep(1500);
+      return "slow";
+    }, { ttl: 2000 });
+    const record = await actions.getIdempotencyRecord(done.key);
+    assert.ok(record?.executedAt);
+    const kept = record.expiresAt.getTime() - record.executedAt.getTime();
+    assert.ok(kept >= 1900, `kept ${kept} ms after completion`);
+  });
+
   test("checkExecuted / markExecuted: the first record wins", async ({ actions, action }) => {
     const key = actions.keyOf(action());
     assert.deepEqual(await actions.checkExecuted(key), { executed: false, idempotencyKey: key });

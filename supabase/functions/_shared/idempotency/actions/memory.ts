@@ -124,6 +124,9 @@ export class MemoryActionStore implements ActionStore {
     entry.state = entry.state - PROCESSING + COMPLETED;
     entry.token = 0;
     entry.executed = now;
+    // kept at least its TTL from completion, as on Postgres and Redis: a run that outlasted the TTL is not
+    // repeated at once
+    entry.expires = Math.max(entry.expires, now + entry.expires - entry.created);
     entry.text = resultJson;
     return Promise.resolve(true);
   }
