@@ -17,7 +17,7 @@ import { ActionIdempotency } from "../_shared/actions.ts";
 import { PostgresActionStore } from "../_shared/actions_postgres.ts";
 import { FunctionError, jsonResponse, requireMethod, respond } from "../_shared/http.ts";
 import { createJwtCallerResolver } from "../_shared/idempotency/auth.ts";
-import { IdempotencyError } from "../_shared/idempotency/errors.ts";
+import { errorResponse, IdempotencyError } from "../_shared/idempotency/errors.ts";
 import { parseWebhookEvent } from "./event.ts";
 import { followUpsFor } from "./followups.ts";
 
@@ -68,7 +68,7 @@ async function requireServiceRole(req: Request): Promise<void> {
  *
  * @param req The webhook request.
  * @returns 200 with each action's outcome; 400/401/405 for bad calls; 409 while a redelivery of the same
- * event is still running an action (the webhook retries later).
+ * event is still running an action, 503 with `Retry-After` when the database is down (the webhook retries).
  */
 export function handler(req: Request): Promise<Response> {
   return respond(async () => {
@@ -90,17 +90,8 @@ export function handler(req: Request): Promise<Response> {
         previous[followUp.action.actionType] = outcome.result;
         done.push({ action: followUp.action.actionType, ...outcome });
       } catch (error) {
-        if (error instanceof IdempotencyError) {
-          return jsonResponse(
-            { error: { code: error.code, message: error.message } },
-            error.status,
-            {
-              ...(error.retryAfterSeconds === undefined
-                ? {}
-                : { "retry-after": String(error.retryAfterSeconds) }),
-            },
-          );
-        }
+        const answer = idempotencyErrorOf(error);
+        if (answer) return errorResponse(answer);
         throw error;
       }
     }
@@ -109,6 +100,28 @@ export function handler(req: Request): Promise<Response> {
       actions: done,
     });
   });
+}
+
+/**
+ * The answer for an error of the action API: its own (409 while a redelivery still runs an action), or 503
+ * `STORE_UNAVAILABLE` with `Retry-After` when the database cannot be reached, so the webhook retries later.
+ * `undefined` for anything else (a 500).
+ */
+function idempotencyErrorOf(error: unknown): IdempotencyError | undefined {
+  if (error instanceof IdempotencyError) return error;
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    const code = String((e as { code?: unknown }).code ?? "");
+    if (
+      /^(ECONN|EPIPE|ETIMEDOUT|CONNECT_TIMEOUT|CONNECTION_|08|57P)/.test(code) ||
+      e instanceof Deno.errors.ConnectionRefused
+    ) {
+      return new IdempotencyError("STORE_UNAVAILABLE", "the database is unreachable; retry later", {
+        retryAfterSeconds: 5,
+        cause: error,
+      });
+    }
+  }
+  return undefined;
 }
 
 export default { fetch: handler } satisfies Deno.ServeDefaultExport;
