@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix -- a full specifier, so a function resolves it from its own deno.json
 import { createClient } from "npm:redis@5.10.0";
+import { DEFAULT_ACTION_CONFIG } from "./config.ts";
 import { runActionContract } from "./contract_suite.ts";
+import { closeDefaultActions, configure, defaultActions } from "./default.ts";
+import {
+  checkExecuted,
+  clearIdempotencyKey,
+  executeWithIdempotency,
+  findKeysBySignalId,
+} from "./functions.ts";
 import { RedisActionStore } from "./redis.ts";
 
 const REDIS_URL = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:54380";
@@ -53,5 +61,23 @@ Deno.test("redis action store: cleanup of the run's keys", async () => {
     assert.deepEqual(await admin.keys(`{${RUN}*`), []);
   } finally {
     await admin.close();
+  }
+});
+
+Deno.test("the seeds' free functions on the default manager, configured for Redis (imported on demand)", async () => {
+  configure({ backend: "redis", redisUrl: REDIS_URL, enableAutoCleanup: false });
+  try {
+    const action = { signalId: `free-${RUN}`, actionType: "notify", target: "slack", params: { to: "ops" } };
+    let runs = 0;
+    const first = await executeWithIdempotency(action, () => ++runs);
+    const again = await executeWithIdempotency(action, () => ++runs);
+    assert.deepEqual([first.replayed, again.replayed, again.result, runs], [false, true, 1, 1]);
+    assert.equal((await defaultActions()).store.name, "redis");
+    assert.deepEqual(await findKeysBySignalId(`free-${RUN}`), [first.key]);
+    assert.equal((await checkExecuted(first.key)).executed, true);
+    assert.equal(await clearIdempotencyKey(first.key), true);
+  } finally {
+    await closeDefaultActions();
+    configure({ ...DEFAULT_ACTION_CONFIG });
   }
 });
