@@ -3,8 +3,8 @@
 #   1. deno fmt --check, deno lint, deno check
 #   2. unit and store-contract tests (supabase/functions)
 #   3. database proofs: rollback and re-apply, pgTAP via `supabase test db`, `supabase db advisors`
-#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e); the client helper (client/,
-#      tests/client) against the stack and from headless Chromium
+#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e), actions across a SIGKILL (tests/crash);
+#      the client helper (client/, tests/client) against the stack and from headless Chromium
 #   5. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
 #   (4b. layered store under Redis chaos, Prometheus scraping the metrics endpoint, promtool alert tests,
 #        the admin CLI: run after 4)
@@ -75,6 +75,10 @@ pg_tests=$(grep -Eo 'Tests=[0-9]+' "$OUT" | tail -1 | cut -d= -f2 || true)
 if [ -n "$pg_tests" ] && grep -q 'Result: PASS' "$OUT"; then passed=$((passed + pg_tests)); else failed=$((failed + 1)); fi
 
 deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
+
+# Idempotent actions (issue 11): their store contracts run with the unit tests and run-actions with the
+# e2e tests above; here a worker is SIGKILLed mid-action and the action is taken over exactly once.
+deno_test "actions across a SIGKILL of the worker" tests/crash
 
 # The client helper: unit tests, then against the stack (a lost answer through a lossy proxy, a database
 # outage it stops and starts itself, a 422), then from headless Chromium on another origin.

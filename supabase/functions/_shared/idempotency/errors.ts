@@ -42,6 +42,14 @@ export const ErrorCodes = {
   STORE_UNAVAILABLE: { status: 503 },
   /** The project's signing keys (its JWKS) could not be fetched, so the token could not be checked. */
   AUTH_UNAVAILABLE: { status: 503 },
+  /** An action key, action or tool name is malformed (see `parseIdempotencyKey` in `actions.ts`). */
+  INVALID_ACTION: { status: 400 },
+  /** An action with this key is still running elsewhere and the caller chose not to wait (or gave up). */
+  ACTION_IN_PROGRESS: { status: 409 },
+  /** The action's last attempt failed and `retryFailed` is `false`: its recorded error is returned. */
+  ACTION_FAILED: { status: 409 },
+  /** An action setting (`configure`, or an `IDEMPOTENCY_*` environment variable) is out of range. */
+  INVALID_CONFIGURATION: { status: 500 },
   /**
    * The handler threw, or the wrapper met an unexpected error. The message never carries the cause. When the
    * request held a key, the key is released so a retry runs again.
