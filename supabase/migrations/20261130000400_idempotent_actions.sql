@@ -11,6 +11,11 @@
 -- row; every function is security invoker with an empty search_path and executable by service_role alone.
 -- Also: a notifications table written by the run-actions edge function.
 
+-- Bounded waits while this migration's transaction runs: a lock it cannot get fails the deploy fast instead of
+-- queueing every request behind it (squawk: require-lock-timeout, require-statement-timeout).
+set local lock_timeout = '5s';
+set local statement_timeout = '60s';
+
 create table if not exists public.action_records (
   action_key text primary key,
   action_type text,
@@ -55,7 +60,7 @@ create index if not exists action_records_expires_idx on public.action_records (
 create index if not exists action_records_created_idx on public.action_records (created_at);
 
 create table if not exists public.action_counters (
-  shard smallint primary key,
+  shard integer primary key,
   hits bigint not null default 0,
   misses bigint not null default 0,
   duplicates_prevented bigint not null default 0,

@@ -5,6 +5,11 @@
 -- as `to_jsonb(k)` minus the secrets, so a later migration that adds or renames columns of idempotency_keys
 -- (issue 9 reworks them) changes what these functions show, never whether they work.
 
+-- Bounded waits while this migration's transaction runs: a lock it cannot get fails the deploy fast instead of
+-- queueing every request behind it (squawk: require-lock-timeout, require-statement-timeout).
+set local lock_timeout = '5s';
+set local statement_timeout = '60s';
+
 -- Counters and histogram buckets, summed over every function instance. An instance adds its deltas every
 -- few seconds (idempotency_metrics_add), so a scrape that lands on any instance reads the same totals.
 create table if not exists public.idempotency_metric_counters (

@@ -39,6 +39,7 @@ export {
   type IdempotencyLogger,
   type IdempotencyOptions,
 } from "./idempotency/options.ts";
+export type { LatencyHistogram, MetricsRecorder } from "./idempotency/metrics.ts";
 export {
   checkIdempotency,
   cleanupExpiredKeys,

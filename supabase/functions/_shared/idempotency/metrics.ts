@@ -4,7 +4,19 @@
  * no I/O here (the database recorder is in metrics_postgres.ts).
  */
 
-/** Plain counters of what one wrapper did since it was created. */
+/**
+ * Plain counters of what one wrapper did since it was created.
+ *
+ * @example Report the wrapper's counters
+ * ```ts
+ * import { withIdempotency } from "./middleware.ts";
+ * import { MemoryStore } from "./stores/memory.ts";
+ *
+ * const fetch = withIdempotency(() => new Response("ok"), { functionName: "f", store: new MemoryStore() });
+ * const { started, replayed, bypassed } = fetch.metrics;
+ * console.assert(started + replayed + bypassed === 0);
+ * ```
+ */
 export interface IdempotencyMetrics {
   /** Handler runs under a claimed key (first attempts, retries after a failure, takeovers). */
   started: number;
@@ -39,7 +51,17 @@ export const OUTCOME_LABELS: Readonly<Record<keyof IdempotencyMetrics, string>> 
   bypassed: "bypassed",
 });
 
-/** The latency histograms: the store claim (`begin`), and the handler. */
+/**
+ * The latency histograms: the store claim (`begin`), and the handler.
+ *
+ * @example The two histograms
+ * ```ts
+ * import type { LatencyHistogram } from "./metrics.ts";
+ *
+ * const histograms: LatencyHistogram[] = ["claim", "handler"];
+ * console.assert(histograms.length === 2);
+ * ```
+ */
 export type LatencyHistogram = "claim" | "handler";
 
 /** Upper bounds of the latency buckets, in seconds (`+Inf` is implied). */
@@ -61,7 +83,22 @@ export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
   30,
 ]);
 
-/** Where a wrapper sends its counts and latencies besides its own `metrics` object. */
+/**
+ * Where a wrapper sends its counts and latencies besides its own `metrics` object.
+ *
+ * @example A recorder that logs
+ * ```ts
+ * import type { MetricsRecorder } from "./metrics.ts";
+ *
+ * const log: string[] = [];
+ * const recorder: MetricsRecorder = {
+ *   count: (fn, outcome, by) => void log.push(`${fn} ${outcome} +${by}`),
+ *   observe: (fn, histogram, seconds) => void log.push(`${fn} ${histogram} ${seconds}s`),
+ * };
+ * recorder.count("process-document", "started", 1);
+ * console.assert(log[0] === "process-document started +1");
+ * ```
+ */
 export interface MetricsRecorder {
   /**
    * Adds `by` to the counter of `outcome` for `functionName`.

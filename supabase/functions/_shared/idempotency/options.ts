@@ -170,24 +170,36 @@ export interface IdempotencyOptions {
    * Protect calls without a key from double submits: the key is derived from the caller, the function and
    * the request fingerprint within `keylessWindowMs` (see keyless.ts). Anonymous callers are never merged
    * (nothing tells two of them apart), and a client's explicit key always wins. Default `false`.
+   *
+   * @default {false}
    */
   keyless?: boolean;
-  /** Keyless requests closer than this are always one run; `2 *` this or more apart, never. Default 100. */
+  /**
+   * Keyless requests closer than this are always one run; `2 *` this or more apart, never. Default 100.
+   *
+   * @default {100}
+   */
   keylessWindowMs?: number;
   /**
    * The rollout switch: `false` runs every request without idempotency (counted as `bypassed`). The
    * environment overrides it per request: `IDEMPOTENCY_ENABLED[_<FUNCTION>]` (see rollout.ts). Default `true`.
+   *
+   * @default {true}
    */
   enabled?: boolean;
   /**
    * The share of keys protected, 0-100, decided per key (a retry of a bypassed request is bypassed again).
    * Overridden by `IDEMPOTENCY_ROLLOUT_PERCENT[_<FUNCTION>]`. Default 100.
+   *
+   * @default {100}
    */
   rolloutPercent?: number;
   /**
    * Where counts and latencies go besides `handler.metrics`. Default: with `IDEMPOTENCY_METRICS=database`,
    * the isolate's shared `PostgresMetricsRecorder` (summed in the database for the Prometheus endpoint); else
    * none.
+   *
+   * @default {undefined}
    */
   metrics?: MetricsRecorder;
 }

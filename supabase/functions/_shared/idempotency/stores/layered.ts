@@ -27,7 +27,17 @@ import type {
   StoredResponse,
 } from "../store.ts";
 
-/** What the front knows about a scope: the back's record id, and the claim or the committed response. */
+/**
+ * What the front knows about a scope: the back's record id, and the claim or the committed response.
+ *
+ * @example An in-flight marker
+ * ```ts
+ * import type { FrontEntry } from "./layered.ts";
+ *
+ * const entry: FrontEntry = { state: "in_flight", recordId: "r1", fingerprint: "f", until: Date.now() + 30_000 };
+ * console.assert(entry.state === "in_flight");
+ * ```
+ */
 export type FrontEntry =
   | { state: "in_flight"; recordId: string; fingerprint: string; until: number }
   | {
@@ -38,13 +48,29 @@ export type FrontEntry =
     replayCount: number;
   };
 
-/** The front's contract: a cache with per-entry expiry. Every call may reject; the store then skips it. */
+/**
+ * The front's contract: a cache with per-entry expiry. Every call may reject; the store then skips it.
+ *
+ * @example A front that knows nothing (every claim goes to the back)
+ * ```ts
+ * import type { FrontCache } from "./layered.ts";
+ *
+ * const empty: FrontCache = {
+ *   lookup: () => Promise.resolve(null),
+ *   set: () => Promise.resolve(),
+ *   delete: () => Promise.resolve(),
+ *   close: () => Promise.resolve(),
+ * };
+ * console.assert((await empty.lookup("id", "fp")) === null);
+ * ```
+ */
 export interface FrontCache {
   /**
    * The entry of `id`, or `null`. A completed entry whose fingerprint is `fingerprint` counts one replay,
    * atomically, and comes back with the new count; `""` matches no fingerprint, so it only reads.
    * @param id The scope's cache id.
    * @param fingerprint The asking request's fingerprint.
+   * @returns The entry, or `null`.
    */
   lookup(id: string, fingerprint: string): Promise<FrontEntry | null>;
   /**
@@ -63,26 +89,37 @@ export interface FrontCache {
   close(): Promise<void>;
 }
 
-/** Options of {@link RedisFrontCache}. */
+/**
+ * Options of {@link RedisFrontCache}.
+ *
+ * @example A front that gives up on Redis after 100 ms
+ * ```ts
+ * import { RedisFrontCache, type RedisFrontCacheOptions } from "./layered.ts";
+ *
+ * const options: RedisFrontCacheOptions = { url: "redis://127.0.0.1:54380", timeoutMs: 100 };
+ * const front = new RedisFrontCache(options);
+ * await front.close();
+ * ```
+ */
 export interface RedisFrontCacheOptions {
   /**
    * Where Redis is.
-   * @default `REDIS_URL` from the environment, else `redis://127.0.0.1:6379`
+   * @default {Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379"}
    */
   url?: string;
   /**
    * Prefix of every cache key.
-   * @default "idem-front:"
+   * @default {"idem-front:"}
    */
   prefix?: string;
   /**
    * How long one call may take before the store skips the front, in milliseconds.
-   * @default 250
+   * @default {250}
    */
   timeoutMs?: number;
   /**
    * After a failed connect, how long the front is skipped before the next attempt, in milliseconds.
-   * @default 1000
+   * @default {1000}
    */
   retryMs?: number;
 }
@@ -150,7 +187,13 @@ export class RedisFrontCache implements FrontCache {
     this.#retryMs = options.retryMs ?? 1000;
   }
 
-  /** One script. */
+  /**
+   * One script.
+   *
+   * @param id The scope's cache id.
+   * @param fingerprint The asking request's fingerprint (`""` only reads).
+   * @returns The entry, or `null`.
+   */
   async lookup(id: string, fingerprint: string): Promise<FrontEntry | null> {
     const client = await this.#ready();
     const reply = await within(evalScript(client, LOOKUP, this.#prefix + id, [fingerprint]), this.#timeoutMs);
@@ -160,7 +203,13 @@ export class RedisFrontCache implements FrontCache {
     return decodeEntry(fields);
   }
 
-  /** One script: DEL, HSET and PEXPIRE, atomically and without a MULTI round of replies. */
+  /**
+   * One script: DEL, HSET and PEXPIRE, atomically and without a MULTI round of replies.
+   *
+   * @param id The scope's cache id.
+   * @param entry What to remember.
+   * @param ttlMs How long, in milliseconds.
+   */
   async set(id: string, entry: FrontEntry, ttlMs: number): Promise<void> {
     const client = await this.#ready();
     const fields = Object.entries(encodeEntry(entry)).flat();
@@ -168,7 +217,11 @@ export class RedisFrontCache implements FrontCache {
     await within(evalScript(client, SET, this.#prefix + id, args), this.#timeoutMs);
   }
 
-  /** One DEL. */
+  /**
+   * One DEL.
+   *
+   * @param id The scope's cache id.
+   */
   async delete(id: string): Promise<void> {
     const client = await this.#ready();
     await within(client.del(this.#prefix + id), this.#timeoutMs);
@@ -214,7 +267,23 @@ export class RedisFrontCache implements FrontCache {
   }
 }
 
-/** Options of {@link LayeredStore}. */
+/**
+ * Options of {@link LayeredStore}.
+ *
+ * @example Keep replays in the front for ten minutes at most
+ * ```ts
+ * import type { LayeredStoreOptions } from "./layered.ts";
+ * import { MemoryStore } from "./memory.ts";
+ * import { RedisFrontCache } from "./layered.ts";
+ *
+ * const options: LayeredStoreOptions = {
+ *   back: new MemoryStore(),
+ *   front: new RedisFrontCache({ url: "redis://127.0.0.1:54380" }),
+ *   maxFrontTtlSeconds: 600,
+ * };
+ * console.assert(options.maxFrontTtlSeconds === 600);
+ * ```
+ */
 export interface LayeredStoreOptions {
   /** The record of truth (a `PostgresStore`). */
   back: IdempotencyStore;
@@ -222,7 +291,8 @@ export interface LayeredStoreOptions {
   front: FrontCache;
   /**
    * The longest a completed response stays in the front, in seconds (never longer than the key's TTL).
-   * @default 3600
+   *
+   * @default {3600}
    */
   maxFrontTtlSeconds?: number;
 }
@@ -274,6 +344,10 @@ export class LayeredStore implements IdempotencyStore {
    * The front first: a completed entry with the same fingerprint is a replay, a live in-flight marker an
    * `in_progress`. Anything else (nothing cached, another fingerprint, the front down) asks the back, whose
    * answer is then cached.
+   *
+   * @param input The key, its scope and request fingerprint, and the durations.
+   * @returns The outcome the begin rules give (a front answer is only ever a replay or in-flight).
+   * @throws When the back cannot be reached (a front failure is skipped, never thrown).
    */
   async begin(input: BeginInput): Promise<BeginResult> {
     const id = frontId(input);
@@ -306,7 +380,13 @@ export class LayeredStore implements IdempotencyStore {
     return result;
   }
 
-  /** Stores in the back; only once that committed, caches the response in the front. */
+  /**
+   * Stores in the back; only once that committed, caches the response in the front.
+   *
+   * @param lease The lease `begin` returned.
+   * @param response The response to store.
+   * @returns `false` when the lease is no longer the caller's (nothing stored).
+   */
   async complete(lease: Lease, response: StoredResponse): Promise<boolean> {
     const ok = await this.#back.complete(lease, response);
     const held = ok ? this.#release(lease) : undefined;
@@ -324,7 +404,13 @@ export class LayeredStore implements IdempotencyStore {
     return ok;
   }
 
-  /** Releases in the back, then drops the front's in-flight marker so a retry reaches the back at once. */
+  /**
+   * Releases in the back, then drops the front's in-flight marker so a retry reaches the back at once.
+   *
+   * @param lease The lease `begin` returned.
+   * @param error What went wrong, for the record.
+   * @returns `false` when the lease is no longer the caller's.
+   */
   async fail(lease: Lease, error: { message: string; status?: number }): Promise<boolean> {
     const ok = await this.#back.fail(lease, error);
     const held = ok ? this.#release(lease) : undefined;
@@ -332,7 +418,13 @@ export class LayeredStore implements IdempotencyStore {
     return ok;
   }
 
-  /** Renews in the back, then the front's marker. */
+  /**
+   * Renews in the back, then the front's marker.
+   *
+   * @param lease The lease `begin` returned.
+   * @param lockTimeoutSeconds The new lease length.
+   * @returns `false` when the lease is no longer the caller's.
+   */
   async extendLease(lease: Lease, lockTimeoutSeconds: number): Promise<boolean> {
     const ok = await this.#back.extendLease(lease, lockTimeoutSeconds);
     const held = this.#held.get(lease.recordId);
@@ -345,6 +437,9 @@ export class LayeredStore implements IdempotencyStore {
   /**
    * The back's status, with the replays the front served counted in: the back never saw those. (With
    * several instances the figure is the larger of the two counts, not their exact sum.)
+   *
+   * @param scope The key and its user.
+   * @returns The key's status, or `null` when there is none.
    */
   async status(scope: KeyScope): Promise<KeyStatus | null> {
     const status = await this.#back.status(scope);
@@ -355,7 +450,12 @@ export class LayeredStore implements IdempotencyStore {
     return { ...status, replayCount: Math.max(status.replayCount, served) };
   }
 
-  /** The back's cleanup (front entries expire by themselves). */
+  /**
+   * The back's cleanup (front entries expire by themselves).
+   *
+   * @param options The batch size.
+   * @returns How many records were deleted.
+   */
   cleanup(options?: { batchSize?: number }): Promise<number> {
     return this.#back.cleanup(options);
   }
