@@ -84,6 +84,16 @@ export type {
   StoredResponse,
 } from "./idempotency/store.ts";
 export { MemoryStore, type MemoryStoreOptions } from "./idempotency/stores/memory.ts";
+export { isStoreOutage, sqlState } from "./idempotency/_outage.ts";
+export {
+  isConnectionFailure,
+  isNextWriteDefect,
+  postgresDefectsCaught,
+  QueryTimeoutError,
+  ResilientPostgres,
+  type ResilientPostgresOptions,
+  withDeadline,
+} from "./idempotency/postgres_client.ts";
 export {
   PostgresStore,
   type PostgresStoreOptions,

@@ -13,6 +13,11 @@ export const ErrorCodes = {
    * without the service_role key while `anonymous` is `"reject"`.
    */
   AUTH_REQUIRED: { status: 401 },
+  /**
+   * The token is validly signed but its user no longer exists in `auth.users` (deleted while the token
+   * lives). Retrying cannot help: the client must sign in again.
+   */
+  USER_NOT_FOUND: { status: 401 },
   /** A request with this key is still running. */
   REQUEST_IN_PROGRESS: { status: 409 },
   /** The key was used before with another request (method, path or body). */
