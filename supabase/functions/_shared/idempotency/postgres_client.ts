@@ -32,7 +32,7 @@
  * Proven by tests/faults/restart_test.ts (20+ restarts and backend kills during bursts of HTTP requests).
  */
 
-import postgres from "npm:postgres@3.4.9";
+import postgres from "postgres";
 
 /** Options for {@link ResilientPostgres}: a subset of postgres.js's own. */
 export interface ResilientPostgresOptions {
