@@ -16,7 +16,7 @@ import { loadFunctions } from "./gateway/discover.ts";
 import { createJwtVerifier } from "./gateway/jwt.ts";
 import { createGatewayHandler } from "./gateway/server.ts";
 import { closeDb } from "../supabase/functions/_shared/db.ts";
-import { closeDefaultStore } from "../supabase/functions/_shared/idempotency.ts";
+import { closeDefaultStore, postgresDefectsCaught } from "../supabase/functions/_shared/idempotency.ts";
 
 const SUPABASE_DIR = new URL("../supabase/", import.meta.url);
 
@@ -52,6 +52,8 @@ async function main(): Promise<void> {
     console.log(`${signal}: finishing in-flight requests, then stopping`);
     await server.shutdown();
     await Promise.allSettled([closeDb(), closeDefaultStore()]);
+    // Read by tests/faults: how often the postgres.js defect guard kept this process alive.
+    console.log(`postgres driver defects cancelled: ${JSON.stringify(postgresDefectsCaught())}`);
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", () => void stop("SIGTERM"));

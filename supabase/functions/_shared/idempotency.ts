@@ -88,6 +88,7 @@ export { isStoreOutage, sqlState } from "./idempotency/_outage.ts";
 export {
   isConnectionFailure,
   isNextWriteDefect,
+  isOrphanSocketError,
   postgresDefectsCaught,
   QueryTimeoutError,
   ResilientPostgres,

@@ -19,6 +19,13 @@
  * - A process-wide guard on Deno's global `error` event cancels exactly this error (a `TypeError` with that
  *   message thrown by a function named `nextWrite` in postgres' `connection.js`) with `preventDefault()`,
  *   and recycles every pool made here. Any other uncaught error still ends the process as before.
+ * - The same guard, on the `unhandledrejection` event, cancels a socket error that Deno's node layer raises
+ *   from inside its own socket code (`write EPIPE`, `read ECONNRESET`, `connect ECONNREFUSED`, a write
+ *   after FIN; no frame outside the runtime and the driver's `connection.js`) on a socket that nobody
+ *   listens to any more. That is the same defect seen from the other side:
+ *   the driver's close handler removes every listener, including `error`, while a write is still in flight;
+ *   Deno then emits `error` on a socket without a listener, which throws in a promise and ends the process.
+ *   No caller could handle such an error: the driver already saw the socket close and failed its queries.
  * - Recycling: {@link ResilientPostgres} hands out one stable `sql` function that forwards to the current
  *   `postgres()` pool. On a sign of a poisoned connection (the guard firing, a connection-level error, a
  *   call past its deadline) it starts a new pool for the next queries and ends the old one with a grace
@@ -82,6 +89,36 @@ export class QueryTimeoutError extends Error {
   }
 }
 
+/** Socket errors with no listener left, raised inside Deno's node layer: see the module comment. */
+const ORPHAN_SOCKET_ERRORS = new Set([
+  "EPIPE",
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "ETIMEDOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_DESTROYED",
+  "CONNECTION_ENDED",
+  "CONNECT_TIMEOUT",
+]);
+
+/**
+ * Whether `error` is a socket or connection error (`EPIPE`, `ECONNRESET`, `ECONNREFUSED`, `ETIMEDOUT`, the
+ * driver's `CONNECTION_*`) raised with no frame outside the runtime and postgres.js's own sources: an
+ * `error` event on a socket whose listeners the driver already removed, or a promise the driver made and
+ * nobody can await. A rejection of a query that user code forgot to await carries that code's frames (the
+ * driver appends the query's origin), so it is not matched and still ends the process.
+ */
+export function isOrphanSocketError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== "string" || !ORPHAN_SOCKET_ERRORS.has(code)) return false;
+  const frames = (error.stack ?? "").split("\n").filter((line) => /^\s+at /.test(line));
+  return frames.length > 0 &&
+    frames.every((line) =>
+      /\(?ext:/.test(line) || /postgres@[^/]+\/node_modules\/postgres\/src\//.test(line)
+    );
+}
+
 /** The error postgres.js 3.4.9 throws from its deferred write after the socket closed. */
 export function isNextWriteDefect(error: unknown): boolean {
   return error instanceof TypeError &&
@@ -115,25 +152,41 @@ export function isConnectionFailure(error: unknown): boolean {
 const livePools = new Set<ResilientPostgres>();
 /** How many times the guard cancelled the driver's crash in this process (the fault test reads it). */
 let defectsCaught = 0;
+/** How many orphan socket errors (see {@link isOrphanSocketError}) the guard has cancelled. */
+let orphanSocketErrors = 0;
+
+/** Cancels the driver's socket defects (either kind, whichever event carries it); recycles the pools. */
+function cancelDriverDefect(event: Event, error: unknown): void {
+  if (isNextWriteDefect(error)) defectsCaught++;
+  else if (isOrphanSocketError(error)) orphanSocketErrors++;
+  else return;
+  event.preventDefault();
+  const reason = isNextWriteDefect(error)
+    ? "postgres.js nextWrite on a closed socket"
+    : `socket error without a listener: ${error}`;
+  for (const pool of livePools) pool.recycle(reason);
+}
 
 function onUncaughtError(event: ErrorEvent): void {
-  if (!isNextWriteDefect(event.error)) return;
-  event.preventDefault();
-  defectsCaught++;
-  for (const pool of livePools) pool.recycle("postgres.js nextWrite on a closed socket");
+  cancelDriverDefect(event, event.error);
+}
+
+function onUnhandledRejection(event: PromiseRejectionEvent): void {
+  cancelDriverDefect(event, event.reason);
 }
 
 /** How many postgres.js `nextWrite` crashes the guard has cancelled in this process. */
-export function postgresDefectsCaught(): number {
-  return defectsCaught;
+export function postgresDefectsCaught(): { nextWrite: number; orphanSocketErrors: number } {
+  return { nextWrite: defectsCaught, orphanSocketErrors };
 }
 
 /**
- * Installs the guard on the global `error` event once per process (each {@link ResilientPostgres} does).
- * Safe to call again: `addEventListener` ignores the same listener twice.
+ * Installs the guard on the global `error` and `unhandledrejection` events (each {@link ResilientPostgres}
+ * does). Safe to call again: `addEventListener` ignores the same listener twice.
  */
 export function installPostgresDefectGuard(): void {
   globalThis.addEventListener("error", onUncaughtError);
+  globalThis.addEventListener("unhandledrejection", onUnhandledRejection);
 }
 
 /** A reconnect delay in seconds: short and jittered, whatever the driver's failure count. */
