@@ -5,6 +5,8 @@
 #   3. database proofs: rollback and re-apply, pgTAP via `supabase test db`, `supabase db advisors`
 #   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e)
 #   5. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
+#   6. faults (tests/faults, docs/faults.md), with production durability on: PostgreSQL restarted and
+#      crashed during bursts, backends killed, a held table lock, a deleted user
 # and ends with one line: `test: N passed, N failed`.
 set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
@@ -53,6 +55,12 @@ say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop
 STORE_OUTAGE=1 deno_test "fail-closed and fail-open with the database stopped" tests/outage
 scripts/stack.sh db-start
+
+say "faults: production durability on (fsync, synchronous_commit, full_page_writes)"
+scripts/stack.sh durability on
+FAULT_API_PORT="${FAULT_API_PORT:-$((API_PORT + 2))}" \
+  deno_test "faults: restarts and crashes during bursts, killed backends, locks, deleted users" tests/faults
+scripts/stack.sh durability off
 
 echo "test: $passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]

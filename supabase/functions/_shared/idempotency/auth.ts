@@ -99,8 +99,12 @@ export function bearerToken(req: Request): string | null {
 export function verifyHs256Jwt(token: string, secret: string): JwtClaims {
   const [header, payload, signature] = splitJwt(token);
   if (parseJsonPart(header).alg !== "HS256") throw invalidJwt("the JWT is not signed with HS256");
-  const expected = createHmac("sha256", secret).update(`${header}.${payload}`).digest();
-  const given = base64UrlDecode(signature);
+  // Compared as text, not as decoded bytes: base64url's last character carries unused bits, so several
+  // spellings decode to the same signature, and a changed token must never verify (a fast-check finding).
+  const expected = new TextEncoder().encode(
+    createHmac("sha256", secret).update(`${header}.${payload}`).digest("base64url"),
+  );
+  const given = new TextEncoder().encode(signature);
   if (given.byteLength !== expected.byteLength || !timingSafeEqual(given, expected)) {
     throw invalidJwt("the JWT signature is invalid");
   }
