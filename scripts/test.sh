@@ -3,7 +3,8 @@
 #   1. deno fmt --check, deno lint, deno check
 #   2. unit and store-contract tests (supabase/functions)
 #   3. database proofs: rollback and re-apply, pgTAP via `supabase test db`, `supabase db advisors`
-#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e)
+#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e); property, model-based and hostile-input
+#      tests (tests/property)
 #   5. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
 #   6. faults (tests/faults, docs/faults.md), with production durability on: PostgreSQL restarted and
 #      crashed during bursts, backends killed, a held table lock, a deleted user
@@ -50,6 +51,8 @@ pg_tests=$(grep -Eo 'Tests=[0-9]+' "$OUT" | tail -1 | cut -d= -f2 || true)
 if [ -n "$pg_tests" ] && grep -q 'Result: PASS' "$OUT"; then passed=$((passed + pg_tests)); else failed=$((failed + 1)); fi
 
 deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
+
+deno_test "property and model-based tests (fast-check), hostile input over HTTP" tests/property
 
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop
