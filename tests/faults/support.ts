@@ -82,6 +82,8 @@ export interface Gateway {
   log(): string;
   /** Whether the process still runs. */
   alive(): boolean;
+  /** Its resident memory in KiB (Linux `/proc`). */
+  rssKiB(): Promise<number>;
   /** Ends it (SIGTERM, then SIGKILL). */
   stop(): Promise<void>;
 }
@@ -120,6 +122,10 @@ export async function startGateway(port: number, env: Record<string, string> = {
     url,
     log: () => text,
     alive: () => !exited,
+    async rssKiB() {
+      const status = await Deno.readTextFile(`/proc/${child.pid}/status`);
+      return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+    },
     async stop() {
       if (!exited) {
         child.kill("SIGTERM");
