@@ -52,7 +52,9 @@ if [ -n "$pg_tests" ] && grep -q 'Result: PASS' "$OUT"; then passed=$((passed + 
 
 deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
 
-deno_test "property and model-based tests (fast-check), hostile input over HTTP" tests/property
+# The hostile-input and fault tests start gateways of their own on these two ports.
+export FAULT_API_PORT="${FAULT_API_PORT:-$((API_PORT + 2))}"
+deno_test "property and model-based tests (fast-check), hostile input over HTTP (port FAULT_API_PORT + 1)" tests/property
 
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop
@@ -61,8 +63,7 @@ scripts/stack.sh db-start
 
 say "faults: production durability on (fsync, synchronous_commit, full_page_writes)"
 scripts/stack.sh durability on
-FAULT_API_PORT="${FAULT_API_PORT:-$((API_PORT + 2))}" \
-  deno_test "faults: restarts and crashes during bursts, killed backends, locks, deleted users" tests/faults
+deno_test "faults: restarts and crashes during bursts, killed backends, locks, deleted users" tests/faults
 scripts/stack.sh durability off
 
 echo "test: $passed passed, $failed failed"
