@@ -54,6 +54,7 @@ deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
 
 # The hostile-input and fault tests start gateways of their own on these two ports.
 export FAULT_API_PORT="${FAULT_API_PORT:-$((API_PORT + 2))}"
+rm -f "$LOG_DIR/fault-figures.txt" # the tests below append their figures there
 deno_test "property and model-based tests (fast-check), hostile input over HTTP (port FAULT_API_PORT + 1)" tests/property
 
 say "store outage: stopping PostgreSQL"
@@ -65,6 +66,7 @@ say "faults: production durability on (fsync, synchronous_commit, full_page_writ
 scripts/stack.sh durability on
 deno_test "faults: restarts and crashes during bursts, killed backends, locks, deleted users" tests/faults
 scripts/stack.sh durability off
+cat "$LOG_DIR/fault-figures.txt" 2>/dev/null || true
 
 echo "test: $passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]

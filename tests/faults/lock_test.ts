@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { newUser, psql } from "./support.ts";
+import { newUser, psql, report } from "./support.ts";
 
 const API_URL = Deno.env.get("API_URL") ?? "http://127.0.0.1:54321";
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
@@ -55,7 +55,7 @@ Deno.test("a 10 s lock on idempotency_keys: 503 with Retry-After within the dead
       };
     }));
     const slowest = Math.max(...answers.map((a) => a.ms));
-    console.log(
+    await report(
       `lock held ${LOCK_SECONDS} s: ${answers.length} keyed requests answered ` +
         `${[...new Set(answers.map((a) => a.status))].join(",")} in at most ${slowest.toFixed(0)} ms ` +
         `(store deadline ${DEADLINE_MS} ms)`,

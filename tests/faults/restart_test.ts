@@ -17,6 +17,7 @@ import {
   newUser,
   percentile,
   psql,
+  report,
   restartDatabase,
   startGateway,
 } from "./support.ts";
@@ -152,7 +153,7 @@ Deno.test({
       await gateway.stop();
       const cancelled = gateway.log().match(/postgres driver defects cancelled: (.*)/)?.[1] ?? "not reported";
 
-      console.log(
+      await report(
         `faults: ${RESTARTS} restarts (${Math.ceil(RESTARTS / 2)} fast, ${Math.floor(RESTARTS / 2)} ` +
           `immediate), ${killed} backends terminated, ${WORKERS} clients, ${seconds.toFixed(1)} s\n` +
           `  answers: ${tally.created} created, ${tally.replays} replays, ${tally.unavailable} 503, ` +

@@ -138,6 +138,16 @@ export async function startGateway(port: number, env: Record<string, string> = {
   };
 }
 
+/** Where {@link report} appends: scripts/test.sh prints this file (`deno test --quiet` hides test output). */
+export const FIGURES_FILE = `${ROOT}.local/logs/fault-figures.txt`;
+
+/** Prints a test's figures, and appends them to {@link FIGURES_FILE}. */
+export async function report(text: string): Promise<void> {
+  console.log(text);
+  await Deno.mkdir(`${ROOT}.local/logs`, { recursive: true });
+  await Deno.writeTextFile(FIGURES_FILE, `${text}\n`, { append: true });
+}
+
 /** The p-th percentile (0-100) of `values`, by nearest rank. */
 export function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN;

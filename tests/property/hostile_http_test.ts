@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { newUser, psql, startGateway } from "../faults/support.ts";
+import { newUser, psql, report, startGateway } from "../faults/support.ts";
 
 const PORT = Number(Deno.env.get("FAULT_API_PORT") ?? 54331) + 1;
 const DISTINCT_KEYS = Number(Deno.env.get("HOSTILE_KEYS") ?? 3000);
@@ -156,7 +156,7 @@ Deno.test({
       const rssAfter = await gateway.rssKiB();
       const after = await rowOf();
       const documents = await psql(`select count(*) from public.documents where user_id = '${user.id}'`);
-      console.log(
+      await report(
         `hostile input: ${
           hostileRequests(target).length
         } kinds answered 4xx; ${DISTINCT_KEYS} distinct keys: ` +
