@@ -68,12 +68,20 @@ Deno.test("key header: exactly the documented set is accepted, bare or as a Stru
         const req = requestWith({ "idempotency-key": `${pad}${quoted ? `"${key}"` : key}${pad}` });
         if (req === null) return;
         const outcome = keyOutcome(req);
-        if (KEY_PATTERN.test(key)) assert.deepEqual(outcome, { key });
+        // HTTP strips a bare value's outer spaces and tabs; inside quotes they are part of the key.
+        const expected = quoted ? key : key.replace(/^[ \t]+|[ \t]+$/g, "");
+        if (KEY_PATTERN.test(expected)) assert.deepEqual(outcome, { key: expected });
         else if (!quoted || !/[\\"]/.test(key)) assert.deepEqual(outcome, { code: "INVALID_KEY" });
       },
     ),
     { numRuns: RUNS },
   );
+});
+
+Deno.test("key header counterexample: a bare key's outer whitespace is not part of it", () => {
+  // Found by the property above (a mistake in its first model, not in the parser): "000 " is the key "000".
+  assert.deepEqual(keyOutcome(requestWith({ "idempotency-key": "000 " })!), { key: "000" });
+  assert.deepEqual(keyOutcome(requestWith({ "idempotency-key": '"000 "' })!), { code: "INVALID_KEY" });
 });
 
 Deno.test("key header: both headers agree or it is KEY_CONFLICT", () => {
@@ -171,7 +179,7 @@ Deno.test("codec: every body and header set round-trips, compressed or not", asy
         for (const [name, value] of Object.entries(headers)) assert.equal(replay.headers.get(name), value);
       },
     ),
-    { numRuns: RUNS / 3 },
+    { numRuns: Math.ceil(RUNS / 3) },
   );
 });
 

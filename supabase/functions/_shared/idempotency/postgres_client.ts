@@ -21,8 +21,9 @@
  *   and recycles every pool made here. Any other uncaught error still ends the process as before.
  * - The same guard, on the `unhandledrejection` event, cancels a socket error that Deno's node layer raises
  *   from inside its own socket code (`write EPIPE`, `read ECONNRESET`, `connect ECONNREFUSED`, a write
- *   after FIN; no frame outside the runtime and the driver's `connection.js`) on a socket that nobody
- *   listens to any more. That is the same defect seen from the other side:
+ *   after FIN) on a socket that nobody listens to any more, and a driver connection error
+ *   (`CONNECTION_DESTROYED`, ...) on a promise the driver made itself; in both, the error was created with
+ *   no frame outside the runtime and the driver. That is the same defect seen from the other side:
  *   the driver's close handler removes every listener, including `error`, while a write is still in flight;
  *   Deno then emits `error` on a socket without a listener, which throws in a promise and ends the process.
  *   No caller could handle such an error: the driver already saw the socket close and failed its queries.
@@ -103,19 +104,22 @@ const ORPHAN_SOCKET_ERRORS = new Set([
 
 /**
  * Whether `error` is a socket or connection error (`EPIPE`, `ECONNRESET`, `ECONNREFUSED`, `ETIMEDOUT`, the
- * driver's `CONNECTION_*`) raised with no frame outside the runtime and postgres.js's own sources: an
+ * driver's `CONNECTION_*`) created with no frame outside the runtime and postgres.js's own sources: an
  * `error` event on a socket whose listeners the driver already removed, or a promise the driver made and
- * nobody can await. A rejection of a query that user code forgot to await carries that code's frames (the
- * driver appends the query's origin), so it is not matched and still ends the process.
+ * nobody can await. Only the frames where the error was created count: the driver appends the origin of
+ * the first query it failed (application frames) to an error it then hands to other promises as well.
  */
 export function isOrphanSocketError(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: unknown }).code;
   if (typeof code !== "string" || !ORPHAN_SOCKET_ERRORS.has(code)) return false;
   const frames = (error.stack ?? "").split("\n").filter((line) => /^\s+at /.test(line));
-  return frames.length > 0 &&
-    frames.every((line) =>
-      /\(?ext:/.test(line) || /postgres@[^/]+\/node_modules\/postgres\/src\//.test(line)
+  const origin = frames.findIndex((line) => /\bcachedError\b/.test(line));
+  const created = origin < 0 ? frames : frames.slice(0, origin);
+  return created.length > 0 &&
+    created.every((line) =>
+      /\(?ext:/.test(line) || line.includes("(<anonymous>)") ||
+      /postgres@[^/]+\/node_modules\/postgres\/src\//.test(line)
     );
 }
 
