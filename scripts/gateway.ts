@@ -20,6 +20,7 @@ import { createGatewayHandler } from "./gateway/server.ts";
 import { JWKS_PATH } from "../supabase/functions/_shared/idempotency/jwt.ts";
 import { closeDb } from "../supabase/functions/_shared/db.ts";
 import { closeDefaultStore } from "../supabase/functions/_shared/idempotency.ts";
+import { postgresDefectsCaught } from "../supabase/functions/_shared/idempotency/_postgres_client.ts";
 
 const SUPABASE_DIR = new URL("../supabase/", import.meta.url);
 
@@ -61,6 +62,8 @@ async function main(): Promise<void> {
     console.log(`${signal}: finishing in-flight requests, then stopping`);
     await server.shutdown();
     await Promise.allSettled([closeDb(), closeDefaultStore()]);
+    // Read by tests/faults: how often the postgres.js defect guard kept this process alive.
+    console.log(`postgres driver defects cancelled: ${JSON.stringify(postgresDefectsCaught())}`);
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", () => void stop("SIGTERM"));

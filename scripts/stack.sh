@@ -6,6 +6,8 @@
 #   scripts/stack.sh status   print the stack's settings as `supabase status -o env` does
 #   scripts/stack.sh reset    stop, delete the database cluster, start afresh
 #   scripts/stack.sh db-stop | db-start   stop or start PostgreSQL alone (the store-outage tests use them)
+#   scripts/stack.sh durability on|off|status   production durability (fsync, synchronous_commit,
+#                             full_page_writes on) or the fast development settings; a reload, no restart
 set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
 GATEWAY_PID="$LOCAL_DIR/run/gateway.pid"
@@ -175,6 +177,20 @@ cmd_reset() {
   cmd_start
 }
 
+# ALTER SYSTEM overrides postgresql.conf's fast settings (postgresql.auto.conf); all three take a reload.
+cmd_durability() {
+  case "${1:-status}" in
+    on | off)
+      psql_run -c "alter system set fsync = $1" -c "alter system set synchronous_commit = $1" \
+        -c "alter system set full_page_writes = $1" -c "select pg_reload_conf()" >/dev/null
+      sleep 0.2 ;;
+    status) ;;
+    *) echo "usage: $0 durability on|off|status" >&2; exit 2 ;;
+  esac
+  psql_run -At -c "select string_agg(name || '=' || setting, ' ' order by name) from pg_settings
+    where name in ('fsync', 'synchronous_commit', 'full_page_writes')"
+}
+
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
@@ -182,5 +198,6 @@ case "${1:-}" in
   reset) cmd_reset ;;
   db-stop) stop_db ;;
   db-start) init_cluster && start_db ;;
-  *) echo "usage: $0 start|stop|status|reset|db-stop|db-start" >&2; exit 2 ;;
+  durability) cmd_durability "${2:-status}" ;;
+  *) echo "usage: $0 start|stop|status|reset|db-stop|db-start|durability" >&2; exit 2 ;;
 esac

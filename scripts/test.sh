@@ -4,8 +4,11 @@
 #   2. unit and store-contract tests (supabase/functions)
 #   3. database proofs: rollback and re-apply, pgTAP via `supabase test db`, `supabase db advisors`
 #   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e), actions across a SIGKILL (tests/crash);
-#      the client helper (client/, tests/client) against the stack and from headless Chromium
+#      the client helper (client/, tests/client) against the stack and from headless Chromium; property,
+#      model-based and hostile-input tests (tests/property)
 #   5. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
+#   6. faults (tests/faults, docs/faults.md), with production durability on: PostgreSQL restarted and
+#      crashed during bursts, backends killed, a held table lock, a deleted user
 #   (4b. layered store under Redis chaos, Prometheus scraping the metrics endpoint, promtool alert tests,
 #        the admin CLI: run after 4)
 # and ends with one line: `test: N passed, N failed`.
@@ -99,10 +102,21 @@ else
   failed=$((failed + 1)); status=1
 fi
 
+# The hostile-input and fault tests start gateways of their own on these two ports.
+export FAULT_API_PORT="${FAULT_API_PORT:-$((API_PORT + 2))}"
+rm -f "$LOG_DIR/fault-figures.txt" # the tests below append their figures there
+deno_test "property and model-based tests (fast-check), hostile input over HTTP (port FAULT_API_PORT + 1)" tests/property
+
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop
 STORE_OUTAGE=1 deno_test "fail-closed and fail-open with the database stopped" tests/outage
 scripts/stack.sh db-start
+
+say "faults: production durability on (fsync, synchronous_commit, full_page_writes)"
+scripts/stack.sh durability on
+deno_test "faults: restarts and crashes during bursts, killed backends, locks, deleted users" tests/faults
+scripts/stack.sh durability off
+cat "$LOG_DIR/fault-figures.txt" 2>/dev/null || true
 
 echo "test: $passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -5,6 +5,7 @@
 
 import postgres from "npm:postgres@3.4.9";
 import { preparedStatementsSupported } from "./idempotency.ts";
+import { ResilientPostgres } from "./idempotency/_postgres_client.ts";
 
 /** A `npm:postgres` client (a pool; `sql.begin` runs one transaction on one connection). */
 export type Sql = postgres.Sql;
@@ -33,13 +34,13 @@ export interface SqlOptions {
 export function createSql(options: SqlOptions = {}): Sql {
   const url = options.url ?? Deno.env.get("SUPABASE_DB_URL");
   if (!url) throw new Error("SUPABASE_DB_URL is not set: the functions cannot reach their database");
-  return postgres(url, {
+  // Survives database restarts and postgres.js 3.4.9's write-after-close defect (see _postgres_client.ts).
+  return new ResilientPostgres(url, {
     max: options.max ?? 5,
     prepare: options.prepare ?? preparedStatementsSupported(url),
-    connect_timeout: options.connectTimeoutSeconds ?? 5,
-    idle_timeout: 30,
-    onnotice: () => {},
-  });
+    connectTimeoutSeconds: options.connectTimeoutSeconds ?? 5,
+    idleTimeoutSeconds: 30,
+  }).sql;
 }
 
 let defaultSql: Sql | undefined;

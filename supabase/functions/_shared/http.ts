@@ -4,11 +4,19 @@
  */
 
 import { type ErrorCode, errorResponse, IdempotencyError } from "./idempotency.ts";
+import { isStoreOutage, sqlState } from "./idempotency/_outage.ts";
+import { isConnectionFailure } from "./idempotency/_postgres_client.ts";
 
 /** The codes the functions' own errors use (a subset of the family's `ErrorCodes`). */
 export type FunctionErrorCode = Extract<
   ErrorCode,
-  "INVALID_REQUEST" | "AUTH_REQUIRED" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "INTERNAL_ERROR"
+  | "INVALID_REQUEST"
+  | "AUTH_REQUIRED"
+  | "USER_NOT_FOUND"
+  | "NOT_FOUND"
+  | "METHOD_NOT_ALLOWED"
+  | "INTERNAL_ERROR"
+  | "DATABASE_UNAVAILABLE"
 >;
 
 /** A function's own error: an {@link IdempotencyError}, so it has the family's code, status and JSON shape. */
@@ -33,13 +41,16 @@ export function jsonResponse(body: unknown, status = 200, headers: Record<string
 
 /**
  * Runs `work`; an error of the family (a {@link FunctionError}, a refused JWT, ...) becomes its JSON answer,
- * anything else is logged and becomes a 500 `INTERNAL_ERROR` whose message does not leak internals.
+ * a database failure is classified (see {@link classifyDatabaseError}), anything else is logged and becomes
+ * a 500 `INTERNAL_ERROR` whose message does not leak internals.
  */
 export async function respond(work: () => Promise<Response>): Promise<Response> {
   try {
     return await work();
   } catch (error) {
     if (error instanceof IdempotencyError) return errorResponse(error);
+    const classified = classifyDatabaseError(error);
+    if (classified) return errorResponse(classified);
     console.error("edge function failed:", error);
     return errorResponse(new FunctionError("INTERNAL_ERROR", "the request could not be completed"));
   }
@@ -52,4 +63,24 @@ export function requireMethod(req: Request, method: string): void {
       headers: { allow: method },
     });
   }
+}
+
+/**
+ * A database failure as the client should see it: the user's row gone (a foreign-key violation on
+ * `user_id`) is 401 `USER_NOT_FOUND`; an unreachable or timed-out database is 503 with `Retry-After`;
+ * anything else (a constraint, a permission) stays a 500, never reported as an outage.
+ */
+export function classifyDatabaseError(error: unknown): FunctionError | null {
+  const state = sqlState(error);
+  const constraint = (error as { constraint_name?: unknown } | null)?.constraint_name;
+  if (state === "23503" && typeof constraint === "string" && constraint.includes("user_id")) {
+    return new FunctionError("USER_NOT_FOUND", "the signed-in user no longer exists; sign in again");
+  }
+  if (isConnectionFailure(error) || (state !== null && isStoreOutage(error))) {
+    console.error("edge function: database unavailable:", error);
+    return new FunctionError("DATABASE_UNAVAILABLE", "the database is unavailable; retry later", {
+      headers: { "retry-after": "1" },
+    });
+  }
+  return null;
 }

@@ -30,6 +30,11 @@ export const ErrorCodes = {
    * without the service_role key while `anonymous` is `"reject"`.
    */
   AUTH_REQUIRED: { status: 401 },
+  /**
+   * The token is validly signed but its user no longer exists in `auth.users` (deleted while the token
+   * lives). Retrying cannot help: the client must sign in again.
+   */
+  USER_NOT_FOUND: { status: 401 },
   /** Something the request refers to (e.g. a dataset) does not exist for this caller. */
   NOT_FOUND: { status: 404 },
   /** The function accepts another HTTP method; `Allow` says which. */
@@ -42,6 +47,8 @@ export const ErrorCodes = {
   STORE_UNAVAILABLE: { status: 503 },
   /** The project's signing keys (its JWKS) could not be fetched, so the token could not be checked. */
   AUTH_UNAVAILABLE: { status: 503 },
+  /** A function's own database work could not reach the database or timed out; nothing was written. */
+  DATABASE_UNAVAILABLE: { status: 503 },
   /** An action key, action or tool name is malformed (see `parseIdempotencyKey` in `actions.ts`). */
   INVALID_ACTION: { status: 400 },
   /** An action with this key is still running elsewhere and the caller chose not to wait (or gave up). */

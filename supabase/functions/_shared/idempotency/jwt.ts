@@ -495,12 +495,18 @@ function parseJsonPart(part: string): Record<string, unknown> {
 function base64UrlDecode(text: string): Uint8Array<ArrayBuffer> {
   if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new JwtError("the bearer token is not a JWT");
   const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  let binary: string;
   try {
-    const binary = atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, "="));
-    return Uint8Array.from(binary, (char) => char.charCodeAt(0));
+    binary = atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, "="));
   } catch {
     throw new JwtError("the bearer token is not a JWT");
   }
+  // Only the canonical spelling is accepted: base64url's last character carries unused bits, so several
+  // spellings decode to the same bytes, and a changed token must never verify (a fast-check finding).
+  if (btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "") !== text) {
+    throw new JwtError("the bearer token is not a JWT");
+  }
+  return Uint8Array.from(binary, (char) => char.charCodeAt(0));
 }
 
 /** An environment variable, or `undefined` when it is unset, empty, or env access is not permitted. */

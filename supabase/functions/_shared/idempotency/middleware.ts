@@ -5,6 +5,7 @@
 
 import { type Caller, callerFromUserId, createJwtCallerResolver } from "./auth.ts";
 import { buildResponse, fromStoredResponse, toStoredResponse } from "./_codec.ts";
+import { isStoreOutage } from "./_outage.ts";
 import { errorResponse, IdempotencyError } from "./errors.ts";
 import { requestFingerprint } from "./fingerprint.ts";
 import { HandlerTiming } from "./_handler_timing.ts";
@@ -257,7 +258,10 @@ async function claimKey(ctx: Context, input: BeginInput): Promise<Claim> {
     ctx.metrics.inFlight++;
     return ctx.options.onInFlight === "wait" ? await waitForFirst(ctx, input, result) : result;
   } catch (error) {
+    // Only an outage is 503 (or fail-open); a deleted user or a constraint error is answered as what it is.
+    if (error instanceof IdempotencyError) throw error;
     storeFailed(ctx, "begin", error);
+    if (!isStoreOutage(error)) throw error;
     return { outcome: "store_error" };
   }
 }

@@ -8,6 +8,8 @@
 
 import postgres from "npm:postgres@3.4.9";
 import { storedResponse, toBeginResult } from "../_begin_rules.ts";
+import { IdempotencyError } from "../errors.ts";
+import { ResilientPostgres, withDeadline } from "../_postgres_client.ts";
 import type {
   BeginInput,
   BeginResult,
@@ -79,6 +81,14 @@ export interface PostgresStoreOptions {
    * @default {5}
    */
   connectTimeoutSeconds?: number;
+  /**
+   * The longest wait for one store call, in milliseconds, connecting included. Past it the statement is
+   * cancelled (its transaction rolls back) and the call rejects, which the wrapper answers with 503 and
+   * `Retry-After`. A client-side deadline, so it also holds behind a transaction pooler.
+   *
+   * @default {Number(Deno.env.get("IDEMPOTENCY_STORE_TIMEOUT_MS") ?? 3000)}
+   */
+  statementTimeoutMs?: number;
 }
 
 /** One row of `idempotency_begin`. */
@@ -132,6 +142,9 @@ export class PostgresStore implements IdempotencyStore {
   readonly #sql: postgres.Sql;
   /** Only a pool this store opened is ended by `close()`. */
   readonly #ownsClient: boolean;
+  /** The pool this store opened, recycled on connection failures (see _postgres_client.ts). */
+  readonly #pool: ResilientPostgres | undefined;
+  readonly #timeoutMs: number;
 
   /**
    * Opens no connection yet (postgres.js connects on the first query); throws when no URL is known.
@@ -140,22 +153,24 @@ export class PostgresStore implements IdempotencyStore {
    * @throws {Error} when neither `url`, `sql` nor `SUPABASE_DB_URL` is given.
    */
   constructor(options: PostgresStoreOptions = {}) {
+    this.#timeoutMs = options.statementTimeoutMs ?? storeTimeoutFromEnv();
     if (options.sql) {
       this.#sql = options.sql;
       this.#ownsClient = false;
+      this.#pool = undefined;
       return;
     }
     const url = options.url ?? Deno.env.get("SUPABASE_DB_URL");
     if (!url) {
       throw new Error("PostgresStore needs a database URL: pass { url } or set SUPABASE_DB_URL");
     }
-    this.#sql = postgres(url, {
+    this.#pool = new ResilientPostgres(url, {
       max: options.max ?? 10,
       prepare: options.prepare ?? preparedStatementsSupported(url),
-      connect_timeout: options.connectTimeoutSeconds ?? 5,
-      onnotice: () => {},
-      connection: { application_name: "idempotency-store" },
+      connectTimeoutSeconds: options.connectTimeoutSeconds ?? 5,
+      applicationName: "idempotency-store",
     });
+    this.#sql = this.#pool.sql;
     this.#ownsClient = true;
   }
 
@@ -168,11 +183,14 @@ export class PostgresStore implements IdempotencyStore {
    */
   begin(input: BeginInput): Promise<BeginResult> {
     return this.#run("begin", async () => {
-      const [row] = await this.#sql<BeginRow[]>`
+      const [row] = await this.#bounded(
+        this.#sql<BeginRow[]>`
         select * from public.idempotency_begin(
           ${input.key}::text, ${input.userId}::uuid, ${input.functionName}::text, ${input.fingerprint}::text,
           ${input.ttlSeconds}::integer, ${input.lockTimeoutSeconds}::integer
-        )`;
+        )`,
+        (rows) => this.#releaseLateClaim(rows),
+      );
       if (!row) throw new Error("idempotency_begin returned no row");
       return toBeginResult({
         outcome: row.outcome,
@@ -203,11 +221,11 @@ export class PostgresStore implements IdempotencyStore {
   complete(lease: Lease, response: StoredResponse): Promise<boolean> {
     if (!isUuidLease(lease)) return Promise.resolve(false);
     return this.#run("complete", async () => {
-      const [row] = await this.#sql<{ ok: boolean }[]>`
+      const [row] = await this.#bounded(this.#sql<{ ok: boolean }[]>`
         select public.idempotency_complete(
           ${lease.recordId}::uuid, ${lease.leaseToken}::uuid, ${response.status}::integer,
           ${response.body}::bytea, ${response.encoding}::text, ${this.#sql.json(response.headers)}::jsonb
-        ) as ok`;
+        ) as ok`);
       return row?.ok === true;
     });
   }
@@ -222,11 +240,11 @@ export class PostgresStore implements IdempotencyStore {
   fail(lease: Lease, error: { message: string; status?: number }): Promise<boolean> {
     if (!isUuidLease(lease)) return Promise.resolve(false);
     return this.#run("fail", async () => {
-      const [row] = await this.#sql<{ ok: boolean }[]>`
+      const [row] = await this.#bounded(this.#sql<{ ok: boolean }[]>`
         select public.idempotency_fail(
           ${lease.recordId}::uuid, ${lease.leaseToken}::uuid, ${error.message}::text,
           ${error.status ?? null}::integer
-        ) as ok`;
+        ) as ok`);
       return row?.ok === true;
     });
   }
@@ -241,10 +259,10 @@ export class PostgresStore implements IdempotencyStore {
   extendLease(lease: Lease, lockTimeoutSeconds: number): Promise<boolean> {
     if (!isUuidLease(lease)) return Promise.resolve(false);
     return this.#run("extendLease", async () => {
-      const [row] = await this.#sql<{ ok: boolean }[]>`
+      const [row] = await this.#bounded(this.#sql<{ ok: boolean }[]>`
         select public.idempotency_extend_lease(
           ${lease.recordId}::uuid, ${lease.leaseToken}::uuid, ${lockTimeoutSeconds}::integer
-        ) as ok`;
+        ) as ok`);
       return row?.ok === true;
     });
   }
@@ -258,13 +276,13 @@ export class PostgresStore implements IdempotencyStore {
    */
   status(scope: KeyScope): Promise<KeyStatus | null> {
     return this.#run("status", async () => {
-      const [row] = await this.#sql<StatusRow[]>`
+      const [row] = await this.#bounded(this.#sql<StatusRow[]>`
         select idempotency_key, function_name, status, status_code, attempt_count, replay_count,
           created_at, completed_at, expires_at
         from public.idempotency_keys
         where idempotency_key = ${scope.key}::text
           and user_id is not distinct from ${scope.userId}::uuid
-          and expires_at > now()`;
+          and expires_at > now()`);
       return row ? toKeyStatus(row) : null;
     });
   }
@@ -285,14 +303,43 @@ export class PostgresStore implements IdempotencyStore {
 
   /** Ends the pool once its queries are done, unless the client was passed in. */
   async close(): Promise<void> {
-    if (this.#ownsClient) await this.#sql.end({ timeout: 5 });
+    if (this.#ownsClient) await this.#pool?.end(5);
   }
 
-  /** Runs one call, naming this store and the method in any error so logs say what was unreachable. */
+  /** `query` bounded by the store's deadline (cleanup is not: it is a batch job with its own limits). */
+  #bounded<T extends postgres.Row[]>(
+    query: postgres.PendingQuery<T>,
+    onLateResult?: (rows: T) => void,
+  ): Promise<postgres.RowList<T>> {
+    return withDeadline(query, this.#timeoutMs, onLateResult);
+  }
+
+  /**
+   * A claim that the server granted after the caller had given up (and answered 503) has no worker: release
+   * it at once, so a retry runs instead of waiting for the lease to expire.
+   */
+  #releaseLateClaim(rows: BeginRow[]): void {
+    const row = rows[0];
+    if (row?.outcome !== "started" || !row.lease_token) return;
+    const lease = { recordId: row.record_id, leaseToken: row.lease_token };
+    this.fail(lease, { message: "claim confirmed after the store deadline; released unused" }).catch(
+      () => {},
+    );
+  }
+
+  /**
+   * Runs one call, naming this store and the method in any error so logs say what was unreachable. A
+   * foreign-key violation on `user_id` is the caller's user gone from `auth.users` (deleted while its token
+   * lives): a 401 of its own, never an outage.
+   */
   async #run<T>(method: string, call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } catch (error) {
+      this.#pool?.observe(error);
+      if (isMissingUser(error)) {
+        throw new IdempotencyError("USER_NOT_FOUND", "The signed-in user no longer exists", { cause: error });
+      }
       const message = error instanceof Error ? error.message : String(error);
       throw new Error(`postgres store: ${method} failed: ${message}`, { cause: error });
     }
@@ -316,6 +363,19 @@ function toKeyStatus(row: StatusRow): KeyStatus {
 /** Every lease this store hands out is two UUIDs; anything else cannot match, and would only raise 22P02. */
 function isUuidLease(lease: Lease): boolean {
   return UUID.test(lease.recordId) && UUID.test(lease.leaseToken);
+}
+
+/** SQLSTATE 23503 on the `user_id` foreign key: the user row is gone. */
+function isMissingUser(error: unknown): boolean {
+  const e = error as { code?: unknown; constraint_name?: unknown };
+  return e?.code === "23503" && typeof e.constraint_name === "string" &&
+    e.constraint_name.includes("user_id");
+}
+
+/** `IDEMPOTENCY_STORE_TIMEOUT_MS` when it is a positive integer, else 3000. */
+function storeTimeoutFromEnv(): number {
+  const value = Number(Deno.env.get("IDEMPOTENCY_STORE_TIMEOUT_MS"));
+  return Number.isInteger(value) && value > 0 ? value : 3000;
 }
 
 /**

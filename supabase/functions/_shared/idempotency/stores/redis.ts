@@ -408,7 +408,10 @@ export class RedisStore implements IdempotencyStore {
     this.#closed = true;
     if (!this.#owned) return;
     await this.#connecting?.catch(() => {});
-    if (this.#owned.isOpen) await this.#owned.close();
+    if (!this.#owned.isOpen) return;
+    // A connection that never became ready cannot answer: a silent server would hold close() for ever.
+    if (this.#owned.isReady) await this.#owned.close();
+    else this.#owned.destroy();
   }
 
   #recordKey(scope: KeyScope): string {
@@ -468,7 +471,9 @@ function ownClient(options: RedisStoreOptions, connectTimeoutMs: number): OwnedC
   const client = createClient({
     url: options.url ?? Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379",
     disableOfflineQueue: true,
-    socket: { connectTimeout: connectTimeoutMs, reconnectStrategy: false },
+    // The store's own deadline (connectWithin) decides; the driver's, a little later, only backs it up, so
+    // the two equal timers never race over which error the caller gets.
+    socket: { connectTimeout: connectTimeoutMs + 1000, reconnectStrategy: false },
   });
   // Socket errors also reject the pending call, which reports them; without a listener they would crash.
   client.on("error", () => {});
