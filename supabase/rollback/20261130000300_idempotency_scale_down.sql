@@ -46,6 +46,7 @@ begin
       add constraint idempotency_keys_key_user_unique unique nulls not distinct (idempotency_key, user_id);
   end if;
 
+  alter table public.idempotency_keys alter column id set default gen_random_uuid();
   alter table public.idempotency_keys reset (
     fillfactor, autovacuum_vacuum_scale_factor, autovacuum_vacuum_insert_scale_factor,
     autovacuum_analyze_scale_factor
@@ -248,6 +249,7 @@ drop function if exists public.idempotency_keys_track_delete();
 drop function if exists public.idempotency_keys_track_truncate();
 drop function if exists public.idempotency_stats_add(text, timestamptz, bigint, bigint, bigint, timestamptz);
 drop function if exists public.idempotency_keys_set_purge_after();
+drop function if exists public.idempotency_uuid_v7();
 drop table if exists public.idempotency_stats_counters;
 drop table if exists public.idempotency_open_keys;
 alter table if exists public.idempotency_keys drop column if exists purge_after;

@@ -60,7 +60,11 @@ export interface IdempotencyOptions {
    * answers its status and headers, an empty body and `X-Idempotency-Body-Omitted: true`. Default 1 MiB.
    */
   maxStoredBodyBytes?: number;
-  /** Bodies larger than this are gzipped when that makes them smaller, in bytes. Default 1024. */
+  /**
+   * Bodies larger than this are gzipped when that makes them smaller, in bytes. Default 256: Postgres
+   * compresses a row only past ~2 KB, so a typical 500-byte JSON answer would otherwise be stored as is
+   * (docs/scaling.md: bytes per key).
+   */
   compressThresholdBytes?: number;
   /** Renew the lease every `lockTimeoutSeconds / 2` while the handler runs. Default `true`. */
   renewLease?: boolean;
@@ -97,7 +101,7 @@ export const DEFAULT_OPTIONS: Readonly<
   anonymous: "reject",
   onStoreError: "fail-closed",
   maxStoredBodyBytes: 1024 * 1024,
-  compressThresholdBytes: 1024,
+  compressThresholdBytes: 256,
   renewLease: true,
   cors: true,
   logger: console,
