@@ -130,6 +130,8 @@ create table if not exists public.idempotency_stats_counters (
   expiry_minute timestamptz not null,
   shard smallint not null,
   keys bigint not null default 0,
+  processing bigint not null default 0,
+  failed bigint not null default 0,
   replays bigint not null default 0,
   -- keys with attempt_count > 1
   retried bigint not null default 0,
@@ -141,8 +143,8 @@ create table if not exists public.idempotency_stats_counters (
 comment on table public.idempotency_stats_counters is
   'Idempotency key counts per function, minute of first expiry and writer shard; kept by triggers.';
 
--- The keys that are not completed (processing or failed): few, so the in-flight, stuck and failure figures
--- and dashboards read them without an index on idempotency_keys.status.
+-- The keys that are not completed (processing or failed), with their own indexes: the in-flight figure and
+-- the stuck and failure dashboards read them, where an index on idempotency_keys.status would stop HOT.
 create table if not exists public.idempotency_open_keys (
   record_id uuid primary key,
   function_name text not null,
@@ -154,6 +156,11 @@ create table if not exists public.idempotency_open_keys (
 
 comment on table public.idempotency_open_keys is
   'Idempotency keys in processing or failed state (id, function, lease end, failure time); kept by triggers.';
+
+create index if not exists idempotency_open_keys_lease_idx
+  on public.idempotency_open_keys (locked_until) where status = 'processing';
+create index if not exists idempotency_open_keys_failed_idx
+  on public.idempotency_open_keys (completed_at) where status = 'failed';
 
 alter table public.idempotency_stats_counters enable row level security;
 alter table public.idempotency_open_keys enable row level security;
@@ -167,6 +174,8 @@ create or replace function public.idempotency_stats_add(
   p_function_name text,
   p_purge_after timestamptz,
   p_keys bigint,
+  p_processing bigint,
+  p_failed bigint,
   p_replays bigint,
   p_retried bigint,
   p_created_at timestamptz
@@ -176,21 +185,25 @@ language sql
 set search_path = ''
 as $$
   insert into public.idempotency_stats_counters as c (
-    function_name, expiry_minute, shard, keys, replays, retried, oldest_created_at, newest_created_at
+    function_name, expiry_minute, shard, keys, processing, failed, replays, retried, oldest_created_at,
+    newest_created_at
   ) values (
     p_function_name, date_bin('1 minute', p_purge_after, timestamptz '2000-01-01 00:00+00'),
-    (pg_backend_pid() % 16)::smallint, p_keys, p_replays, p_retried, p_created_at, p_created_at
+    (pg_backend_pid() % 16)::smallint, p_keys, p_processing, p_failed, p_replays, p_retried, p_created_at,
+    p_created_at
   )
   on conflict (function_name, expiry_minute, shard) do update set
     keys = c.keys + excluded.keys,
+    processing = c.processing + excluded.processing,
+    failed = c.failed + excluded.failed,
     replays = c.replays + excluded.replays,
     retried = c.retried + excluded.retried,
     oldest_created_at = least(c.oldest_created_at, excluded.oldest_created_at),
     newest_created_at = greatest(c.newest_created_at, excluded.newest_created_at)
 $$;
 
-revoke all on function public.idempotency_stats_add(text, timestamptz, bigint, bigint, bigint, timestamptz)
-  from public, anon, authenticated;
+revoke all on function public.idempotency_stats_add(text, timestamptz, bigint, bigint, bigint, bigint, bigint,
+  timestamptz) from public, anon, authenticated;
 
 -- Row triggers for inserts and updates (the request path touches one row per statement); deletes are counted
 -- per statement, one counter update per function and minute in a fixed order, so that two bulk deletes
@@ -203,7 +216,8 @@ set search_path = ''
 as $$
 begin
   if tg_op = 'INSERT' then
-    perform public.idempotency_stats_add(new.function_name, new.purge_after, 1, new.replay_count,
+    perform public.idempotency_stats_add(new.function_name, new.purge_after, 1,
+      (new.status = 'processing')::int, (new.status = 'failed')::int, new.replay_count,
       (new.attempt_count > 1)::int, new.created_at);
     if new.status <> 'completed' then
       insert into public.idempotency_open_keys (record_id, function_name, status, locked_until, completed_at)
@@ -212,17 +226,21 @@ begin
     return null;
   end if;
 
-  -- UPDATE
+  -- UPDATE: take the row out of its old counters and into its new ones, in one call when they are the same
   if new.function_name <> old.function_name
     or date_bin('1 minute', new.purge_after, timestamptz '2000-01-01 00:00+00')
       <> date_bin('1 minute', old.purge_after, timestamptz '2000-01-01 00:00+00') then
-    perform public.idempotency_stats_add(old.function_name, old.purge_after, -1, -old.replay_count,
+    perform public.idempotency_stats_add(old.function_name, old.purge_after, -1,
+      -(old.status = 'processing')::int, -(old.status = 'failed')::int, -old.replay_count,
       -(old.attempt_count > 1)::int, null);
-    perform public.idempotency_stats_add(new.function_name, new.purge_after, 1, new.replay_count,
+    perform public.idempotency_stats_add(new.function_name, new.purge_after, 1,
+      (new.status = 'processing')::int, (new.status = 'failed')::int, new.replay_count,
       (new.attempt_count > 1)::int, new.created_at);
-  elsif new.replay_count <> old.replay_count or new.attempt_count <> old.attempt_count
-    or new.created_at <> old.created_at then
+  elsif new.status <> old.status or new.replay_count <> old.replay_count
+    or new.attempt_count <> old.attempt_count or new.created_at <> old.created_at then
     perform public.idempotency_stats_add(new.function_name, new.purge_after, 0,
+      (new.status = 'processing')::int - (old.status = 'processing')::int,
+      (new.status = 'failed')::int - (old.status = 'failed')::int,
       new.replay_count - old.replay_count, (new.attempt_count > 1)::int - (old.attempt_count > 1)::int,
       case when new.created_at <> old.created_at then new.created_at end);
   end if;
@@ -251,10 +269,13 @@ security definer
 set search_path = ''
 as $$
 begin
-  perform public.idempotency_stats_add(g.function_name, g.expiry_minute, -g.keys, -g.replays, -g.retried, null)
+  perform public.idempotency_stats_add(g.function_name, g.expiry_minute, -g.keys, -g.processing, -g.failed,
+    -g.replays, -g.retried, null)
   from (
     select d.function_name, date_bin('1 minute', d.purge_after, timestamptz '2000-01-01 00:00+00') as expiry_minute,
-      count(*) as keys, sum(d.replay_count) as replays, count(*) filter (where d.attempt_count > 1) as retried
+      count(*) as keys, count(*) filter (where d.status = 'processing') as processing,
+      count(*) filter (where d.status = 'failed') as failed, sum(d.replay_count) as replays,
+      count(*) filter (where d.attempt_count > 1) as retried
     from gone d
     group by 1, 2
     order by 1, 2
@@ -312,10 +333,12 @@ begin
   delete from public.idempotency_stats_counters;
   delete from public.idempotency_open_keys;
   insert into public.idempotency_stats_counters (
-    function_name, expiry_minute, shard, keys, replays, retried, oldest_created_at, newest_created_at
+    function_name, expiry_minute, shard, keys, processing, failed, replays, retried, oldest_created_at,
+    newest_created_at
   )
   select k.function_name, date_bin('1 minute', k.purge_after, timestamptz '2000-01-01 00:00+00'), 0,
-    count(*), coalesce(sum(k.replay_count), 0), count(*) filter (where k.attempt_count > 1),
+    count(*), count(*) filter (where k.status = 'processing'), count(*) filter (where k.status = 'failed'),
+    coalesce(sum(k.replay_count), 0), count(*) filter (where k.attempt_count > 1),
     min(k.created_at), max(k.created_at)
   from public.idempotency_keys k
   group by 1, 2;
@@ -564,22 +587,25 @@ as $$
     returning c.*
   )
   insert into public.idempotency_stats_counters as c (
-    function_name, expiry_minute, shard, keys, replays, retried, oldest_created_at, newest_created_at
+    function_name, expiry_minute, shard, keys, processing, failed, replays, retried, oldest_created_at,
+    newest_created_at
   )
-  select m.function_name, m.expiry_minute, 0, sum(m.keys), sum(m.replays), sum(m.retried),
-    min(m.oldest_created_at), max(m.newest_created_at)
+  select m.function_name, m.expiry_minute, 0, sum(m.keys), sum(m.processing), sum(m.failed), sum(m.replays),
+    sum(m.retried), min(m.oldest_created_at), max(m.newest_created_at)
   from moved m
   group by 1, 2
   order by 1, 2
   on conflict (function_name, expiry_minute, shard) do update set
     keys = c.keys + excluded.keys,
+    processing = c.processing + excluded.processing,
+    failed = c.failed + excluded.failed,
     replays = c.replays + excluded.replays,
     retried = c.retried + excluded.retried,
     oldest_created_at = least(c.oldest_created_at, excluded.oldest_created_at),
     newest_created_at = greatest(c.newest_created_at, excluded.newest_created_at);
 
   delete from public.idempotency_stats_counters c
-  where c.shard = 0 and c.keys = 0 and c.replays = 0 and c.retried = 0
+  where c.shard = 0 and c.keys = 0 and c.processing = 0 and c.failed = 0 and c.replays = 0 and c.retried = 0
     and c.expiry_minute < now() - interval '1 minute';
 $$;
 
@@ -595,7 +621,8 @@ grant execute on function public.idempotency_cleanup_batch(integer, timestamptz)
 --   total, replays, oldest/newest_created_at   summed from idempotency_stats_counters (creation times over the
 --     minutes that still hold keys: a minute whose oldest key was deleted or started afresh shows that key's
 --     time until the minute empties)
---   processing, failed, in_flight, stuck        counted in idempotency_open_keys; completed is the rest
+--   processing, failed                          summed from idempotency_stats_counters; completed is the rest
+--   in_flight                                   live leases in idempotency_open_keys; stuck is the rest
 --   expired_pending_cleanup                     counters of minutes of first expiry that ended over two minutes
 --     ago, less those keys' live leases, plus the keys of the last two minutes checked one by one. A key whose
 --     response was stored after its first expiry (work that outlasted its TTL) counts as pending from that
@@ -609,13 +636,15 @@ with bounds as (
     date_bin('1 minute', now(), timestamptz '2000-01-01 00:00+00') - interval '2 minutes' as exact_from
 ),
 counted as (
-  select m.function_name, sum(m.keys)::bigint as total, sum(m.replays)::bigint as replays,
+  select m.function_name, sum(m.keys)::bigint as total, sum(m.processing)::bigint as processing,
+    sum(m.failed)::bigint as failed, sum(m.replays)::bigint as replays,
     coalesce(sum(m.keys) filter (where m.expiry_minute < b.exact_from), 0)::bigint as due_before,
     -- minutes left empty keep the creation times of keys that are gone: leave them out
     min(m.oldest_created_at) filter (where m.keys <> 0) as oldest_created_at,
     max(m.newest_created_at) filter (where m.keys <> 0) as newest_created_at
   from (
-    select c.function_name, c.expiry_minute, sum(c.keys) as keys, sum(c.replays) as replays,
+    select c.function_name, c.expiry_minute, sum(c.keys) as keys, sum(c.processing) as processing,
+      sum(c.failed) as failed, sum(c.replays) as replays,
       min(c.oldest_created_at) as oldest_created_at, max(c.newest_created_at) as newest_created_at
     from public.idempotency_stats_counters c
     group by c.function_name, c.expiry_minute
@@ -624,14 +653,12 @@ counted as (
   group by m.function_name
   having sum(m.keys) <> 0
 ),
-unfinished as (
-  select o.function_name,
-    count(*) filter (where o.status = 'processing') as processing,
-    count(*) filter (where o.status = 'failed') as failed,
-    count(*) filter (where o.status = 'processing' and o.locked_until > b.at) as in_flight,
-    count(*) filter (where o.status = 'processing' and o.locked_until <= b.at) as stuck
+-- live leases only: the requests running right now, found by the lease index
+live as (
+  select o.function_name, count(*) as in_flight
   from public.idempotency_open_keys o
   cross join bounds b
+  where o.status = 'processing' and o.locked_until > b.at
   group by o.function_name
 ),
 leased_before as (
@@ -664,17 +691,16 @@ timing as (
   group by grouping sets ((s.function_name), ())
 ),
 per_function as (
-  select c.function_name, c.total,
-    coalesce(o.processing, 0) as processing,
-    c.total - coalesce(o.processing, 0) - coalesce(o.failed, 0) as completed,
-    coalesce(o.failed, 0) as failed,
+  select c.function_name, c.total, c.processing,
+    c.total - c.processing - c.failed as completed,
+    c.failed,
     c.replays,
     coalesce(o.in_flight, 0) as in_flight,
-    coalesce(o.stuck, 0) as stuck,
+    c.processing - coalesce(o.in_flight, 0) as stuck,
     c.due_before - coalesce(l.n, 0) + coalesce(r.n, 0) as expired_pending_cleanup,
     c.oldest_created_at, c.newest_created_at
   from counted c
-  left join unfinished o using (function_name)
+  left join live o using (function_name)
   left join leased_before l using (function_name)
   left join recent r using (function_name)
 ),

@@ -247,7 +247,8 @@ drop function if exists public.idempotency_stats_rebuild();
 drop function if exists public.idempotency_keys_track();
 drop function if exists public.idempotency_keys_track_delete();
 drop function if exists public.idempotency_keys_track_truncate();
-drop function if exists public.idempotency_stats_add(text, timestamptz, bigint, bigint, bigint, timestamptz);
+drop function if exists public.idempotency_stats_add(text, timestamptz, bigint, bigint, bigint, bigint, bigint,
+  timestamptz);
 drop function if exists public.idempotency_keys_set_purge_after();
 drop function if exists public.idempotency_uuid_v7();
 drop table if exists public.idempotency_stats_counters;
