@@ -18,8 +18,11 @@
  *   SOAK_DB_URL=postgresql://postgres:postgres@127.0.0.1:55324/postgres deno run -A scripts/scale/soak.ts
  */
 import postgres from "postgres";
-import { type Handler, PostgresStore, withIdempotency } from "../../supabase/functions/_shared/idempotency.ts";
-
+import {
+  type Handler,
+  PostgresStore,
+  withIdempotency,
+} from "../../supabase/functions/_shared/idempotency.ts";
 
 const DB_URL = Deno.env.get("SOAK_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:55324/postgres";
 const MINUTES = Number(Deno.env.get("SOAK_MINUTES") ?? 30);
@@ -52,7 +55,12 @@ async function serve(): Promise<never> {
   };
   const userOf = (req: Request) => req.headers.get("x-soak-user");
   const fns: Record<string, (req: Request, info: Deno.ServeHandlerInfo) => Promise<Response>> = {
-    soak: withIdempotency(handler("soak"), { functionName: "soak", store, getUserId: userOf, anonymous: "shared" }),
+    soak: withIdempotency(handler("soak"), {
+      functionName: "soak",
+      store,
+      getUserId: userOf,
+      anonymous: "shared",
+    }),
     "soak-short": withIdempotency(handler("soak-short"), {
       functionName: "soak-short",
       store,
@@ -113,7 +121,11 @@ const tally = { requests: 0, replays: 0, conflicts: 0, failures500: 0, other: 0 
 async function send(fn: string, key: string, user: string | null, extra: Record<string, unknown> = {}) {
   const headers: Record<string, string> = { "idempotency-key": key, "content-type": "application/json" };
   if (user) headers["x-soak-user"] = user;
-  const res = await fetch(`${base}/${fn}`, { method: "POST", headers, body: JSON.stringify({ key, ...extra }) });
+  const res = await fetch(`${base}/${fn}`, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ key, ...extra }),
+  });
   const body = await res.text();
   tally.requests++;
   const replay = res.headers.get("x-idempotency-replay") === "true";
@@ -194,7 +206,8 @@ async function sample(minute: number) {
   console.error(`soak: minute ${minute}`, JSON.stringify(samples.at(-1)), JSON.stringify(tally));
 }
 
-const cronBefore = (await sql`select count(*)::int as n from cron.job_run_details where status = 'succeeded'`)[0]!.n;
+const cronBefore =
+  (await sql`select count(*)::int as n from cron.job_run_details where status = 'succeeded'`)[0]!.n;
 const end = Date.now() + MINUTES * 60_000;
 await sample(0);
 let minute = 0;
@@ -215,24 +228,30 @@ await sample(++minute);
 let audited = 0;
 const soakKeys = [...acked].filter(([, a]) => a.fn === "soak");
 for (let i = 0; i < soakKeys.length; i += 16) {
-  await Promise.all(soakKeys.slice(i, i + 16).map(async ([key, ack]) => {
-    const headers: Record<string, string> = { "idempotency-key": key, "content-type": "application/json" };
-    if (ack.user) headers["x-soak-user"] = ack.user;
-    const failFirst = failedOnce.has(key) ? { failFirst: true } : {};
-    const res = await fetch(`${base}/soak`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify({ key, ...failFirst }),
-    });
-    const body = await res.text();
-    audited++;
-    if (res.status !== 201 || res.headers.get("x-idempotency-replay") !== "true" || body !== ack.body) {
-      problems.push(`audit: ${key} answered ${res.status} replay=${res.headers.get("x-idempotency-replay")}`);
-    }
-  }));
+  await Promise.all(
+    soakKeys.slice(i, i + 16).map(async ([key, ack]) => {
+      const headers: Record<string, string> = { "idempotency-key": key, "content-type": "application/json" };
+      if (ack.user) headers["x-soak-user"] = ack.user;
+      const failFirst = failedOnce.has(key) ? { failFirst: true } : {};
+      const res = await fetch(`${base}/soak`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ key, ...failFirst }),
+      });
+      const body = await res.text();
+      audited++;
+      if (res.status !== 201 || res.headers.get("x-idempotency-replay") !== "true" || body !== ack.body) {
+        problems.push(
+          `audit: ${key} answered ${res.status} replay=${res.headers.get("x-idempotency-replay")}`,
+        );
+      }
+    }),
+  );
 }
 // Audit 2: side effects per key equal the runs acknowledged (one per 24-hour key; one per expiry for 3 s keys).
-const effects = await sql<{ key: string; n: number }[]>`select key, count(*)::int as n from public.soak_effects
+const effects = await sql<
+  { key: string; n: number }[]
+>`select key, count(*)::int as n from public.soak_effects
   group by key`;
 let duplicates = 0, unacknowledged = 0;
 for (const { key, n } of effects) {
@@ -241,11 +260,15 @@ for (const { key, n } of effects) {
   if (seen === 0) unacknowledged++;
 }
 for (const [key, seen] of runsSeen) {
-  if (!effects.some((e) => e.key === key) && seen > 0) problems.push(`${key}: acknowledged run left no effect`);
+  if (!effects.some((e) => e.key === key) && seen > 0) {
+    problems.push(`${key}: acknowledged run left no effect`);
+  }
 }
-const cronRuns = (await sql`select count(*)::int as n from cron.job_run_details where status = 'succeeded'`)[0]!.n -
+const cronRuns =
+  (await sql`select count(*)::int as n from cron.job_run_details where status = 'succeeded'`)[0]!.n -
   cronBefore;
-const cronFailed = (await sql`select count(*)::int as n from cron.job_run_details where status = 'failed'`)[0]!.n;
+const cronFailed =
+  (await sql`select count(*)::int as n from cron.job_run_details where status = 'failed'`)[0]!.n;
 const [stats] = await sql`select total, expired_pending_cleanup from public.v_idempotency_stats
   where function_name = '*'`;
 const [actual] = await sql`select count(*)::int as total from public.idempotency_keys`;
@@ -258,7 +281,9 @@ if (!flat(second.rssMb, last.rssMb)) problems.push(`server RSS grew: ${second.rs
 if (!flat(second.connections, last.connections)) {
   problems.push(`connections grew: ${second.connections} -> ${last.connections}`);
 }
-if (MINUTES >= 2 && cronRuns < MINUTES - 1) problems.push(`the cleanup job ran ${cronRuns} times in ${MINUTES} min`);
+if (MINUTES >= 2 && cronRuns < MINUTES - 1) {
+  problems.push(`the cleanup job ran ${cronRuns} times in ${MINUTES} min`);
+}
 if (Number(stats!.total) !== actual!.total) {
   problems.push(`stats view total ${stats!.total} but the table has ${actual!.total} rows`);
 }
@@ -280,7 +305,9 @@ console.log(`## Soak: ${MINUTES} minutes, ${CLIENTS} clients, about ${RPS} reque
 | rows in idempotency_keys, minute ${second.minute} -> last | ${second.keys} -> ${last.keys} |
 | audit | ${problems.length === 0 ? "passed" : `FAILED: ${problems.length} problem(s)`} |
 
-Per minute: ${samples.map((s) => `${s.minute}: ${s.rssMb} MB / ${s.connections} conn / ${s.keys} keys`).join("; ")}
+Per minute: ${
+  samples.map((s) => `${s.minute}: ${s.rssMb} MB / ${s.connections} conn / ${s.keys} keys`).join("; ")
+}
 `);
 for (const p of problems.slice(0, 20)) console.log(`- ${p}`);
 child.kill("SIGTERM");

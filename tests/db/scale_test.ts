@@ -50,7 +50,8 @@ async function tableUpdates(sql: Sql): Promise<{ upd: number; hot: number }> {
   return row as { upd: number; hot: number };
 }
 
-const VIEW_COLUMNS = "total, processing, completed, failed, replays, in_flight, stuck, expired_pending_cleanup";
+const VIEW_COLUMNS =
+  "total, processing, completed, failed, replays, in_flight, stuck, expired_pending_cleanup";
 
 Deno.test("scale: HOT completions, counters under concurrency, cleanup that commits per batch", async (t) => {
   const sql = postgres(DB_URL, { max: CONNECTIONS + 2, onnotice: () => {} });
@@ -73,26 +74,37 @@ Deno.test("scale: HOT completions, counters under concurrency, cleanup that comm
       assert.ok(hot / updates >= 0.9, `only ${hot} of ${updates} updates were HOT`);
     });
 
-    await t.step("2. under concurrent replays, failures, takeovers and renewals the view equals the table", async () => {
-      await concurrently(sql, async (db, worker) => {
-        for (let i = worker; i < KEYS / 2; i += CONNECTIONS) {
-          const key = `k-${run}-${i}`;
-          // a replay of a completed key
-          await db`select outcome from public.idempotency_begin(${key}, null, ${FN[i % 2]!}, ${FINGERPRINT})`;
-          // a new key that fails, then is taken over, and a new key whose lease is renewed
-          const [f] = await db`select record_id, lease_token from public.idempotency_begin(
+    await t.step(
+      "2. under concurrent replays, failures, takeovers and renewals the view equals the table",
+      async () => {
+        await concurrently(sql, async (db, worker) => {
+          for (let i = worker; i < KEYS / 2; i += CONNECTIONS) {
+            const key = `k-${run}-${i}`;
+            // a replay of a completed key
+            await db`select outcome from public.idempotency_begin(${key}, null, ${FN[
+              i % 2
+            ]!}, ${FINGERPRINT})`;
+            // a new key that fails, then is taken over, and a new key whose lease is renewed
+            const [f] = await db`select record_id, lease_token from public.idempotency_begin(
             ${`f-${run}-${i}`}, null, ${FN[i % 2]!}, ${FINGERPRINT})`;
-          await db`select public.idempotency_fail(${f!.record_id}, ${f!.lease_token}, 'boom', 500)`;
-          if (i % 3 === 0) await db`select public.idempotency_begin(${`f-${run}-${i}`}, null, ${FN[i % 2]!}, ${FINGERPRINT})`;
-          const [p] = await db`select record_id, lease_token from public.idempotency_begin(
+            await db`select public.idempotency_fail(${f!.record_id}, ${f!.lease_token}, 'boom', 500)`;
+            if (i % 3 === 0) {
+              await db`select public.idempotency_begin(${`f-${run}-${i}`}, null, ${FN[
+                i % 2
+              ]!}, ${FINGERPRINT})`;
+            }
+            const [p] = await db`select record_id, lease_token from public.idempotency_begin(
             ${`p-${run}-${i}`}, null, ${FN[i % 2]!}, ${FINGERPRINT})`;
-          await db`select public.idempotency_extend_lease(${p!.record_id}, ${p!.lease_token}, 120)`;
-        }
-      });
-      const shown = await sql.unsafe(`select function_name, ${VIEW_COLUMNS} from public.v_idempotency_stats
-        where function_name = any($1) order by function_name`, [FN]);
-      const exact = await sql.unsafe(
-        `select function_name, count(*)::bigint as total,
+            await db`select public.idempotency_extend_lease(${p!.record_id}, ${p!.lease_token}, 120)`;
+          }
+        });
+        const shown = await sql.unsafe(
+          `select function_name, ${VIEW_COLUMNS} from public.v_idempotency_stats
+        where function_name = any($1) order by function_name`,
+          [FN],
+        );
+        const exact = await sql.unsafe(
+          `select function_name, count(*)::bigint as total,
           count(*) filter (where status = 'processing') as processing,
           count(*) filter (where status = 'completed') as completed,
           count(*) filter (where status = 'failed') as failed,
@@ -102,15 +114,17 @@ Deno.test("scale: HOT completions, counters under concurrency, cleanup that comm
           count(*) filter (where expires_at < now() and not (status = 'processing' and locked_until > now()))
             as expired_pending_cleanup
         from public.idempotency_keys where function_name = any($1) group by function_name order by function_name`,
-        [FN],
-      );
-      assert.equal(shown.length, 2);
-      assert.deepEqual(shown, exact);
-      assert.equal(Number(shown[0]!.replays) + Number(shown[1]!.replays), KEYS / 2);
-    });
+          [FN],
+        );
+        assert.equal(shown.length, 2);
+        assert.deepEqual(shown, exact);
+        assert.equal(Number(shown[0]!.replays) + Number(shown[1]!.replays), KEYS / 2);
+      },
+    );
 
     await t.step("3. the cron block's batches commit one by one", async () => {
-      const [job] = await sql`select jobid, command from cron.job where jobname = 'cleanup-expired-idempotency-keys'`;
+      const [job] =
+        await sql`select jobid, command from cron.job where jobname = 'cleanup-expired-idempotency-keys'`;
       assert.ok(job, "the cleanup job is scheduled");
       const block = (job.command as string).replaceAll("5000", "500");
       await sql`select cron.alter_job(${job.jobid}, active => false)`; // the minute's run must not join in
