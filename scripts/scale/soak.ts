@@ -187,10 +187,12 @@ interface Sample {
 }
 const samples: Sample[] = [];
 async function sample(minute: number) {
-  const [{ connections }] = await sql`select count(*)::int as connections from pg_stat_activity
-    where datname = current_database() and backend_type = 'client backend'`;
-  const [{ keys }] = await sql`select count(*)::int as keys from public.idempotency_keys`;
-  const [{ pid }] = await sql`select pg_backend_pid() as pid`;
+  const [row] = await sql<{ connections: number; keys: number; pid: number }[]>`select
+    (select count(*)::int from pg_stat_activity
+      where datname = current_database() and backend_type = 'client backend') as connections,
+    (select count(*)::int from public.idempotency_keys) as keys,
+    pg_backend_pid() as pid`;
+  const { connections, keys, pid } = row!;
   const ppid = (await Deno.readTextFile(`/proc/${pid}/stat`)).split(" ")[3];
   const ps = new Deno.Command("ps", { args: ["--ppid", ppid!, "-o", "rss="] }).outputSync();
   const dbRssKb = new TextDecoder().decode(ps.stdout).split("\n").reduce((a, l) => a + (Number(l) || 0), 0);
