@@ -20,23 +20,26 @@
 
 -- purge_after -------------------------------------------------------------------------------------------------
 
--- The key's first expiry, never later than expires_at. A completion extends expires_at (a stored response is
+-- The key's first expiry, never later than expires_at (or the end of a live lease). A completion extends expires_at (a stored response is
 -- kept a full TTL from completion) but leaves purge_after alone, so the index on it does not stop HOT.
 -- Cleanup visits rows in purge_after order, deletes those really expired, and moves purge_after up to the
 -- expiry of the few that are not (responses stored late, live leases).
 alter table public.idempotency_keys add column if not exists purge_after timestamptz;
 
 comment on column public.idempotency_keys.purge_after is
-  'When cleanup first looks at the key: its first expiry, never after expires_at. Not changed by a completion.';
+  'When cleanup first looks at the key: its first expiry, never after expires_at or a live lease''s end. '
+  'Not changed by a completion.';
 
--- Set on insert (and pulled down if an update brings expires_at before it): callers need not know it.
+-- Set on insert, and pulled down if an update brings expires_at (or the end of a live lease) before it: callers
+-- need not know it.
 create or replace function public.idempotency_keys_set_purge_after()
 returns trigger
 language plpgsql
 set search_path = ''
 as $$
 begin
-  new.purge_after := least(coalesce(new.purge_after, new.expires_at), new.expires_at);
+  -- greatest ignores a null lease: an expired key under a live lease may wait for the lease to end
+  new.purge_after := least(coalesce(new.purge_after, new.expires_at), greatest(new.expires_at, new.locked_until));
   return new;
 end;
 $$;
@@ -46,12 +49,12 @@ revoke all on function public.idempotency_keys_set_purge_after() from public, an
 drop trigger if exists idempotency_keys_purge_after_insert on public.idempotency_keys;
 create trigger idempotency_keys_purge_after_insert
   before insert on public.idempotency_keys
-  for each row when (new.purge_after is null or new.purge_after > new.expires_at)
+  for each row when (new.purge_after is null or new.purge_after > greatest(new.expires_at, new.locked_until))
   execute function public.idempotency_keys_set_purge_after();
 drop trigger if exists idempotency_keys_purge_after_update on public.idempotency_keys;
 create trigger idempotency_keys_purge_after_update
   before update on public.idempotency_keys
-  for each row when (new.purge_after is null or new.purge_after > new.expires_at)
+  for each row when (new.purge_after is null or new.purge_after > greatest(new.expires_at, new.locked_until))
   execute function public.idempotency_keys_set_purge_after();
 
 -- rows that predate this migration (one pass over the table)
