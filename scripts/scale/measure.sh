@@ -104,22 +104,25 @@ bench() { # name clients script [pgbench args...] -> one table row
   local before after tps lat
   sleep 1.5 # the previous run's statistics reach pg_stat_user_tables
   before=$(updates)
+  wal0=$(q -c "select pg_current_wal_lsn()")
   tps=$("$PGBENCH" -n -M prepared -c "$clients" -j "$((clients < 2 ? clients : 2))" -T "$DURATION" \
     -f "$WORK/$script" -D body="$BODY" -D lo="$LO" -D hi="$HI" -l --log-prefix="$WORK/$name" "$@" "$URL" 2>&1 |
     sed -nE 's/^tps = ([0-9.]+).*/\1/p')
+  wal=$(q -c "select pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
   sleep 1.5
   after=$(updates)
   lat=$(latencies "$WORK/$name")
   read -r b_upd b_hot <<<"$before"; read -r a_upd a_hot <<<"$after"
   local upd=$((a_upd - b_upd)) hot=$((a_hot - b_hot))
   read -r p50 p99 n <<<"$lat"
-  printf '| %s | %s | %.0f | %s | %s | %s of %s (%s %%) |\n' "$name" "$clients" "$tps" "$p50" "$p99" "$hot" "$upd" \
-    "$(awk -v h="$hot" -v u="$upd" 'BEGIN { printf "%.1f", u ? 100 * h / u : 0 }')"
+  printf '| %s | %s | %.0f | %s | %s | %s of %s (%s %%) | %s |\n' "$name" "$clients" "$tps" "$p50" "$p99" "$hot" \
+    "$upd" "$(awk -v h="$hot" -v u="$upd" 'BEGIN { printf "%.1f", u ? 100 * h / u : 0 }')" \
+    "$(awk -v w="$wal" -v n="$n" 'BEGIN { printf "%.0f", n ? w / n : 0 }')"
 }
 echo "### pgbench: the store's SQL, ${DURATION} s per run"
 echo
-echo "| run | clients | transactions/s | p50 ms | p99 ms | HOT updates |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| run | clients | transactions/s | p50 ms | p99 ms | HOT updates | WAL bytes per transaction |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 bench "claim+complete" 1 claim.sql
 bench "claim+complete" 8 claim.sql
 bench "replay" 8 replay.sql

@@ -283,7 +283,9 @@ begin
     group by 1, 2
     order by 1, 2
   ) g;
-  delete from public.idempotency_open_keys o using gone d where o.record_id = d.id and d.status <> 'completed';
+  -- by primary key: the few open keys among the deleted ones, not a join over every open key
+  delete from public.idempotency_open_keys o
+  where o.record_id = any (array(select d.id from gone d where d.status <> 'completed'));
   return null;
 end;
 $$;
