@@ -180,7 +180,7 @@ echo "| --- | --- |"
 echo "| cleanup | $notice |"
 echo "| total time | $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f s", (b - a) / 1e6 }') |"
 deleted=$(sed -nE 's/^cleanup: ([0-9]+) deleted.*/\1/p' <<<"$notice")
-echo "| WAL written during it | $(awk -v w="$wal" -v d="${deleted:-0}" 'BEGIN { printf "%.0f MB (%.0f bytes per deleted key, the clients' WAL included)", w / 1048576, d ? w / d : 0 }') |"
+echo "| WAL written during it | $(awk -v w="$wal" -v d="${deleted:-0}" 'BEGIN { printf "%.0f MB (%.0f bytes per deleted key, the clients WAL included)", w / 1048576, d ? w / d : 0 }') |"
 echo "| expired keys pending, before -> after (the view) | $expired_before -> $expired_after |"
 echo "| clients without cleanup: p50 / p99 ms ($base_n transactions) | $base50 / $base99 |"
 echo "| clients during cleanup: p50 / p99 ms ($dur_n transactions) | $dur50 / $dur99 |"
