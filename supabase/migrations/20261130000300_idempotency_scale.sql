@@ -633,97 +633,130 @@ grant execute on function public.idempotency_cleanup_batch(integer, timestamptz)
 --     response was stored after its first expiry (work that outlasted its TTL) counts as pending from that
 --     first expiry until the next cleanup (at most a minute later) moves it.
 --   median/p95_processing_ms                    over the latest 10,000 completed keys (all of them below that)
+-- The figures come from a function so that they can be computed with JIT off: the plan's cost estimate passes
+-- jit_above_cost, and compiling it took longer (over 200 ms) than running it. Security invoker: it reads with
+-- the caller's rights, as the view does.
+create or replace function public.idempotency_stats()
+returns table (
+  function_name text,
+  total bigint,
+  processing bigint,
+  completed bigint,
+  failed bigint,
+  replays bigint,
+  in_flight bigint,
+  stuck bigint,
+  expired_pending_cleanup bigint,
+  median_processing_ms numeric,
+  p95_processing_ms numeric,
+  oldest_created_at timestamptz,
+  newest_created_at timestamptz
+)
+language sql
+stable
+set search_path = ''
+set jit = off
+as $$
+  with bounds as (
+    select now() as at,
+      date_bin('1 minute', now(), timestamptz '2000-01-01 00:00+00') - interval '2 minutes' as exact_from
+  ),
+  counted as (
+    select m.function_name, sum(m.keys)::bigint as total, sum(m.processing)::bigint as processing,
+      sum(m.failed)::bigint as failed, sum(m.replays)::bigint as replays,
+      coalesce(sum(m.keys) filter (where m.expiry_minute < b.exact_from), 0)::bigint as due_before,
+      -- minutes left empty keep the creation times of keys that are gone: leave them out
+      min(m.oldest_created_at) filter (where m.keys <> 0) as oldest_created_at,
+      max(m.newest_created_at) filter (where m.keys <> 0) as newest_created_at
+    from (
+      select c.function_name, c.expiry_minute, sum(c.keys) as keys, sum(c.processing) as processing,
+        sum(c.failed) as failed, sum(c.replays) as replays,
+        min(c.oldest_created_at) as oldest_created_at, max(c.newest_created_at) as newest_created_at
+      from public.idempotency_stats_counters c
+      group by c.function_name, c.expiry_minute
+    ) m
+    cross join bounds b
+    group by m.function_name
+    having sum(m.keys) <> 0
+  ),
+  -- live leases only: the requests running right now, found by the lease index
+  live as (
+    select o.function_name, count(*) as in_flight
+    from public.idempotency_open_keys o
+    cross join bounds b
+    where o.status = 'processing' and o.locked_until > b.at
+    group by o.function_name
+  ),
+  leased_before as (
+    select k.function_name, count(*) as n
+    from public.idempotency_open_keys o
+    join public.idempotency_keys k on k.id = o.record_id
+    cross join bounds b
+    where o.status = 'processing' and o.locked_until > b.at and k.purge_after < b.exact_from
+    group by k.function_name
+  ),
+  recent as (
+    select k.function_name, count(*) as n
+    from public.idempotency_keys k
+    cross join bounds b
+    where k.purge_after >= b.exact_from and k.purge_after < b.at and k.expires_at < b.at
+      and not (k.status = 'processing' and k.locked_until > b.at)
+    group by k.function_name
+  ),
+  timing as (
+    select coalesce(s.function_name, '*') as function_name,
+      round((percentile_cont(0.5) within group (order by s.ms))::numeric, 3) as median_processing_ms,
+      round((percentile_cont(0.95) within group (order by s.ms))::numeric, 3) as p95_processing_ms
+    from (
+      select k.function_name, extract(epoch from k.completed_at - k.started_at) * 1000 as ms
+      from public.idempotency_keys k
+      where k.status = 'completed'
+      order by k.purge_after desc
+      limit 10000
+    ) s
+    group by grouping sets ((s.function_name), ())
+  ),
+  per_function as (
+    select c.function_name, c.total, c.processing,
+      c.total - c.processing - c.failed as completed,
+      c.failed,
+      c.replays,
+      coalesce(o.in_flight, 0) as in_flight,
+      c.processing - coalesce(o.in_flight, 0) as stuck,
+      c.due_before - coalesce(l.n, 0) + coalesce(r.n, 0) as expired_pending_cleanup,
+      c.oldest_created_at, c.newest_created_at
+    from counted c
+    left join live o using (function_name)
+    left join leased_before l using (function_name)
+    left join recent r using (function_name)
+  ),
+  all_rows as (
+    select * from per_function
+    union all
+    select '*', coalesce(sum(p.total), 0)::bigint, coalesce(sum(p.processing), 0)::bigint,
+      coalesce(sum(p.completed), 0)::bigint, coalesce(sum(p.failed), 0)::bigint,
+      coalesce(sum(p.replays), 0)::bigint, coalesce(sum(p.in_flight), 0)::bigint,
+      coalesce(sum(p.stuck), 0)::bigint, coalesce(sum(p.expired_pending_cleanup), 0)::bigint,
+      min(p.oldest_created_at), max(p.newest_created_at)
+    from per_function p
+  )
+  select a.function_name, a.total, a.processing, a.completed, a.failed, a.replays, a.in_flight, a.stuck,
+    a.expired_pending_cleanup, t.median_processing_ms, t.p95_processing_ms,
+    a.oldest_created_at, a.newest_created_at
+  from all_rows a
+  left join timing t using (function_name)
+$$;
+
+revoke all on function public.idempotency_stats() from public, anon, authenticated;
+grant execute on function public.idempotency_stats() to service_role;
+
 create or replace view public.v_idempotency_stats
 with (security_invoker = true)
 as
-with bounds as (
-  select now() as at,
-    date_bin('1 minute', now(), timestamptz '2000-01-01 00:00+00') - interval '2 minutes' as exact_from
-),
-counted as (
-  select m.function_name, sum(m.keys)::bigint as total, sum(m.processing)::bigint as processing,
-    sum(m.failed)::bigint as failed, sum(m.replays)::bigint as replays,
-    coalesce(sum(m.keys) filter (where m.expiry_minute < b.exact_from), 0)::bigint as due_before,
-    -- minutes left empty keep the creation times of keys that are gone: leave them out
-    min(m.oldest_created_at) filter (where m.keys <> 0) as oldest_created_at,
-    max(m.newest_created_at) filter (where m.keys <> 0) as newest_created_at
-  from (
-    select c.function_name, c.expiry_minute, sum(c.keys) as keys, sum(c.processing) as processing,
-      sum(c.failed) as failed, sum(c.replays) as replays,
-      min(c.oldest_created_at) as oldest_created_at, max(c.newest_created_at) as newest_created_at
-    from public.idempotency_stats_counters c
-    group by c.function_name, c.expiry_minute
-  ) m
-  cross join bounds b
-  group by m.function_name
-  having sum(m.keys) <> 0
-),
--- live leases only: the requests running right now, found by the lease index
-live as (
-  select o.function_name, count(*) as in_flight
-  from public.idempotency_open_keys o
-  cross join bounds b
-  where o.status = 'processing' and o.locked_until > b.at
-  group by o.function_name
-),
-leased_before as (
-  select k.function_name, count(*) as n
-  from public.idempotency_open_keys o
-  join public.idempotency_keys k on k.id = o.record_id
-  cross join bounds b
-  where o.status = 'processing' and o.locked_until > b.at and k.purge_after < b.exact_from
-  group by k.function_name
-),
-recent as (
-  select k.function_name, count(*) as n
-  from public.idempotency_keys k
-  cross join bounds b
-  where k.purge_after >= b.exact_from and k.purge_after < b.at and k.expires_at < b.at
-    and not (k.status = 'processing' and k.locked_until > b.at)
-  group by k.function_name
-),
-timing as (
-  select coalesce(s.function_name, '*') as function_name,
-    round((percentile_cont(0.5) within group (order by s.ms))::numeric, 3) as median_processing_ms,
-    round((percentile_cont(0.95) within group (order by s.ms))::numeric, 3) as p95_processing_ms
-  from (
-    select k.function_name, extract(epoch from k.completed_at - k.started_at) * 1000 as ms
-    from public.idempotency_keys k
-    where k.status = 'completed'
-    order by k.purge_after desc
-    limit 10000
-  ) s
-  group by grouping sets ((s.function_name), ())
-),
-per_function as (
-  select c.function_name, c.total, c.processing,
-    c.total - c.processing - c.failed as completed,
-    c.failed,
-    c.replays,
-    coalesce(o.in_flight, 0) as in_flight,
-    c.processing - coalesce(o.in_flight, 0) as stuck,
-    c.due_before - coalesce(l.n, 0) + coalesce(r.n, 0) as expired_pending_cleanup,
-    c.oldest_created_at, c.newest_created_at
-  from counted c
-  left join live o using (function_name)
-  left join leased_before l using (function_name)
-  left join recent r using (function_name)
-),
-all_rows as (
-  select * from per_function
-  union all
-  select '*', coalesce(sum(p.total), 0)::bigint, coalesce(sum(p.processing), 0)::bigint,
-    coalesce(sum(p.completed), 0)::bigint, coalesce(sum(p.failed), 0)::bigint,
-    coalesce(sum(p.replays), 0)::bigint, coalesce(sum(p.in_flight), 0)::bigint,
-    coalesce(sum(p.stuck), 0)::bigint, coalesce(sum(p.expired_pending_cleanup), 0)::bigint,
-    min(p.oldest_created_at), max(p.newest_created_at)
-  from per_function p
-)
-select a.function_name, a.total, a.processing, a.completed, a.failed, a.replays, a.in_flight, a.stuck,
-  a.expired_pending_cleanup, t.median_processing_ms, t.p95_processing_ms,
-  a.oldest_created_at, a.newest_created_at
-from all_rows a
-left join timing t using (function_name);
+select s.function_name, s.total, s.processing, s.completed, s.failed, s.replays, s.in_flight, s.stuck,
+  s.expired_pending_cleanup, s.median_processing_ms, s.p95_processing_ms, s.oldest_created_at,
+  s.newest_created_at
+from public.idempotency_stats() s;
 
 comment on view public.v_idempotency_stats is
   'Idempotency figures per function and in total (function_name = ''*''), from counters; service_role only.';

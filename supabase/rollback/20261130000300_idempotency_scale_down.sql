@@ -241,6 +241,7 @@ select
 from public.idempotency_keys k
 group by grouping sets ((k.function_name), ());
 
+drop function if exists public.idempotency_stats();
 drop function if exists public.idempotency_cleanup_batch(integer, timestamptz);
 drop function if exists public.idempotency_stats_compact();
 drop function if exists public.idempotency_stats_rebuild();
