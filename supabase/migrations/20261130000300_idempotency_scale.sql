@@ -7,8 +7,7 @@
 --     them, not even in a partial index's predicate. Five indexes go: expires_at, the processing-lease and
 --     failed partial indexes, (user_id, created_at) and (function_name, created_at). What they served:
 --       - cleanup finds rows by purge_after, the key's first expiry, which a completion does not change;
---       - per-user lookups and the auth.users cascade use the (user_id, idempotency_key) unique index, whose
---         columns are swapped so that user_id leads;
+--       - per-user lookups and the auth.users cascade use an index on user_id alone (deduplicated: small);
 --       - the stats view and dashboards read idempotency_stats_counters and idempotency_open_keys, kept by
 --         triggers as rows change.
 --   * fillfactor 90: a completed row is ~300 bytes longer than the claim it replaces, and the new version
@@ -107,20 +106,10 @@ drop index if exists public.idempotency_keys_failed_idx;
 create index if not exists idempotency_keys_purge_after_idx
   on public.idempotency_keys (purge_after) with (fillfactor = 100);
 
--- The same unique constraint, same name, with user_id first: it now also serves per-user listings and the
--- foreign key's cascade when a user is deleted, which had an index of their own.
-do $$
-begin
-  if (select a.attname from pg_constraint c
-      join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
-      where c.conname = 'idempotency_keys_key_user_unique'
-        and c.conrelid = 'public.idempotency_keys'::regclass) is distinct from 'user_id' then
-    alter table public.idempotency_keys drop constraint if exists idempotency_keys_key_user_unique;
-    alter table public.idempotency_keys
-      add constraint idempotency_keys_key_user_unique unique nulls not distinct (user_id, idempotency_key);
-  end if;
-end
-$$;
+-- The foreign key's cascade when a user is deleted, and per-user reads, had (user_id, created_at); user_id alone
+-- does it. Its values repeat (one per user, or null), so deduplication keeps it to a few bytes per key. The
+-- unique (idempotency_key, user_id) stays as it is: the claim's lookups lead with the key.
+create index if not exists idempotency_keys_user_idx on public.idempotency_keys (user_id);
 
 -- counters ----------------------------------------------------------------------------------------------------
 

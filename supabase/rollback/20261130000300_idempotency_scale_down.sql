@@ -1,6 +1,5 @@
 -- Rollback of supabase/migrations/20261130000300_idempotency_scale.sql: puts back the shape of
--- 20261123000100_idempotency_keys.sql (its five indexes, the (idempotency_key, user_id) order of the unique
--- constraint, the view that reads the whole table, the hourly cleanup, default storage settings) and removes
+-- 20261123000100_idempotency_keys.sql (its five indexes in place of user_id alone, the view that reads the whole table, the hourly cleanup, default storage settings) and removes
 -- what the scale migration added (purge_after, the counters, their triggers and functions). Rows are kept.
 -- Safe to run twice; one transaction.
 --   psql "$DB_URL" -v ON_ERROR_STOP=1 -f supabase/rollback/20261130000300_idempotency_scale_down.sql
@@ -37,14 +36,7 @@ begin
   create index if not exists idempotency_keys_failed_idx
     on public.idempotency_keys (completed_at desc) where status = 'failed';
 
-  if (select a.attname from pg_constraint c
-      join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
-      where c.conname = 'idempotency_keys_key_user_unique'
-        and c.conrelid = 'public.idempotency_keys'::regclass) is distinct from 'idempotency_key' then
-    alter table public.idempotency_keys drop constraint if exists idempotency_keys_key_user_unique;
-    alter table public.idempotency_keys
-      add constraint idempotency_keys_key_user_unique unique nulls not distinct (idempotency_key, user_id);
-  end if;
+  drop index if exists public.idempotency_keys_user_idx;
 
   alter table public.idempotency_keys alter column id set default gen_random_uuid();
   alter table public.idempotency_keys reset (

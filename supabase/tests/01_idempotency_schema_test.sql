@@ -272,9 +272,9 @@ select is(
 select has_index('public', 'idempotency_keys', 'idempotency_keys_purge_after_idx', array['purge_after'],
   'index on purge_after for cleanup');
 select index_is_unique('public', 'idempotency_keys', 'idempotency_keys_key_user_unique',
-  'the (user, key) constraint is backed by a unique index');
-select has_index('public', 'idempotency_keys', 'idempotency_keys_key_user_unique',
-  array['user_id', 'idempotency_key'], 'user_id leads the unique index: per-user reads and the cascade use it');
+  'the (key, user) constraint is backed by a unique index');
+select has_index('public', 'idempotency_keys', 'idempotency_keys_user_idx', array['user_id'],
+  'index on user_id: per-user reads and the cascade when a user is deleted');
 select is(
   (select count(*) from pg_index where indrelid = 'public.idempotency_keys'::regclass and indpred is not null),
   0::bigint,
@@ -282,8 +282,8 @@ select is(
 );
 select is(
   (select count(*) from pg_index where indrelid = 'public.idempotency_keys'::regclass),
-  3::bigint,
-  'three indexes: primary key, (user, key) unique and purge_after'
+  4::bigint,
+  'four indexes: primary key, (key, user) unique, user_id and purge_after'
 );
 
 -- ---------------------------------------------------------------------------------------------------------
