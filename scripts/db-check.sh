@@ -37,8 +37,7 @@ objects() {
         and tgrelid = to_regclass('public.idempotency_keys')))"
 }
 # after 20261130000300_idempotency_scale.sql: primary key, (idempotency_key, user_id) unique, user_id,
-# purge_after; the
-# two side tables of the stats view and the six triggers that keep them and purge_after
+# purge_after; the two side tables of the stats view and the six triggers that keep them and purge_after
 PRESENT="table=1 view=1 functions=6 policies=1 indexes=4 cron_jobs=1 history=1 counter_tables=2 triggers=6"
 ABSENT="table=0 view=0 functions=0 policies=0 indexes=0 cron_jobs=0 history=0 counter_tables=0 triggers=0"
 
