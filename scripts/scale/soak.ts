@@ -261,8 +261,9 @@ for (const { key, n } of effects) {
   if (n > seen) duplicates++;
   if (seen === 0) unacknowledged++;
 }
+const withEffects = new Set(effects.map((e) => e.key));
 for (const [key, seen] of runsSeen) {
-  if (!effects.some((e) => e.key === key) && seen > 0) {
+  if (!withEffects.has(key) && seen > 0) {
     problems.push(`${key}: acknowledged run left no effect`);
   }
 }
