@@ -9,7 +9,8 @@
 #      (batches of 5,000, each committed) deletes 1 million expired keys: total time, slowest batch, WAL
 #      written, and the clients' p99 during the cleanup against without it
 # The cron job is paused while this runs (it would clean up during the other measurements) and resumed after.
-# DURATION (s, default 30) per pgbench run; RATE (transactions/s, default 400) for the cleanup comparison.
+# DURATION (s, default 30) per pgbench run; RATE (transactions/s, default 400) for the cleanup comparison;
+# ONLY_STATS=1 stops after section 2.
 set -euo pipefail
 source "$(dirname "$0")/../lib/env.sh"
 URL="$("$ROOT/scripts/scale/cluster.sh" url)"
@@ -75,6 +76,7 @@ for sql in "${DASHBOARDS[@]}"; do
   echo "| \`${title//|/\\|}...\` | $(median_ms "${sql%;*}") |"
 done
 echo
+[ "${ONLY_STATS:-0}" = 1 ] && exit 0
 
 # --- 3. pgbench ---------------------------------------------------------------------------------------------
 BODY=$(node "$ROOT/scripts/scale/bodies.mjs" 1 2>/dev/null | sed 's/^\\\\/\\/')
