@@ -19,7 +19,7 @@ RATE="${RATE:-400}"
 WORK="${WORK:-/work/scale-db/measure}"
 PGBENCH="$PG_BIN/pgbench"
 mkdir -p "$WORK"
-rm -f "$WORK"/*.log*
+rm -f "$WORK"/*
 q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 
 q -c "select cron.alter_job(jobid, active => false) from cron.job
@@ -108,12 +108,12 @@ bench() { # name clients script [pgbench args...] -> one table row
   before=$(updates)
   wal0=$(q -c "select pg_current_wal_lsn()")
   tps=$("$PGBENCH" -n -M prepared -c "$clients" -j "$((clients < 2 ? clients : 2))" -T "$DURATION" \
-    -f "$WORK/$script" -D body="$BODY" -D lo="$LO" -D hi="$HI" -l --log-prefix="$WORK/$name" "$@" "$URL" 2>&1 |
+    -f "$WORK/$script" -D body="$BODY" -D lo="$LO" -D hi="$HI" -l --log-prefix="$WORK/$name-$clients" "$@" "$URL" 2>&1 |
     sed -nE 's/^tps = ([0-9.]+).*/\1/p')
   wal=$(q -c "select pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
   sleep 1.5
   after=$(updates)
-  lat=$(latencies "$WORK/$name")
+  lat=$(latencies "$WORK/$name-$clients")
   read -r b_upd b_hot <<<"$before"; read -r a_upd a_hot <<<"$after"
   local upd=$((a_upd - b_upd)) hot=$((a_hot - b_hot))
   read -r p50 p99 n <<<"$lat"
