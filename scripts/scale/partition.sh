@@ -18,7 +18,7 @@ q -c "drop table if exists public.scale_part" -c "
   create index on public.scale_part (purge_after)" -c "
   insert into public.scale_part select * from public.idempotency_keys limit 1000000" -c "checkpoint"
 unique=$(q -c "alter table public.scale_part add constraint scale_part_key_user_unique
-  unique nulls not distinct (user_id, idempotency_key)" 2>&1 | sed -n 's/^ERROR: *//p' || true)
+  unique nulls not distinct (idempotency_key, user_id)" 2>&1 | sed -n 's/^ERROR: *//p' || true)
 wal0=$(q -c "select pg_current_wal_lsn()")
 t0=$(ms)
 q -c "drop table public.scale_part_day"
