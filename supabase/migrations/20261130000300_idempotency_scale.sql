@@ -10,8 +10,9 @@
 --       - per-user lookups and the auth.users cascade use an index on user_id alone (deduplicated: small);
 --       - the stats view and dashboards read idempotency_stats_counters and idempotency_open_keys, kept by
 --         triggers as rows change.
---   * fillfactor 90: a completed row is ~300 bytes longer than the claim it replaces, and the new version
+--   * fillfactor 90: a completed row is ~400 bytes longer than the claim it replaces, and the new version
 --     must fit on the same page for the update to be HOT.
+--   * ids in time order (UUID v7), so the primary key fills its pages at the right edge.
 --   * autovacuum at 1 % of the table instead of 20 %, so that space freed by cleanup is reused before the
 --     table grows.
 --
@@ -19,8 +20,9 @@
 
 -- purge_after -------------------------------------------------------------------------------------------------
 
--- The key's first expiry, never later than expires_at (or the end of a live lease). A completion extends expires_at (a stored response is
--- kept a full TTL from completion) but leaves purge_after alone, so the index on it does not stop HOT.
+-- The key's first expiry, never later than expires_at (or the end of a live lease). A completion extends
+-- expires_at (a stored response is kept a full TTL from completion) but leaves purge_after alone, so the index
+-- on it does not stop HOT.
 -- Cleanup visits rows in purge_after order, deletes those really expired, and moves purge_after up to the
 -- expiry of the few that are not (responses stored late, live leases).
 alter table public.idempotency_keys add column if not exists purge_after timestamptz;
