@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Database proofs for the idempotency migration, against the local stack's database (scripts/stack.sh start):
 #   1. rollback: every supabase/rollback/*_down.sql, newest first, removes its migration's objects and
-#      history row; `supabase migration up` puts them back; re-running the migration with psql adds no
-#      second cron job. Rows in the migrated tables are lost: this is for the local stack only.
+#      history row; `supabase migration up` puts them back; re-running every migration with psql, in order,
+#      gives the same objects (no second cron job). Rows in the migrated tables are lost: this is for the local stack only.
 #   2. pgTAP: `supabase test db` over supabase/tests
 #   3. advisors: `supabase db advisors` at level warn reports nothing about our objects
 # Each step prints one summary line; the first failure stops the script with a non-zero exit.
@@ -11,7 +11,6 @@ source "$(dirname "$0")/lib/env.sh"
 cd "$ROOT"
 
 VERSION=20261123000100
-MIGRATION="supabase/migrations/${VERSION}_idempotency_keys.sql"
 LOG="$LOG_DIR/db-check.log"
 mkdir -p "$LOG_DIR"
 
@@ -30,10 +29,17 @@ objects() {
       (select count(*) from pg_policies where schemaname = 'public' and tablename = 'idempotency_keys'),
       (select count(*) from pg_indexes where schemaname = 'public' and tablename = 'idempotency_keys'),
       (select count(*) from cron.job where jobname = 'cleanup-expired-idempotency-keys'),
-      (select count(*) from supabase_migrations.schema_migrations where version = '$VERSION'))"
+      (select count(*) from supabase_migrations.schema_migrations where version = '$VERSION'))
+    || format(' counter_tables=%s triggers=%s',
+      (to_regclass('public.idempotency_stats_counters') is not null)::int
+        + (to_regclass('public.idempotency_open_keys') is not null)::int,
+      (select count(*) from pg_trigger where not tgisinternal
+        and tgrelid = to_regclass('public.idempotency_keys')))"
 }
-PRESENT="table=1 view=1 functions=6 policies=1 indexes=7 cron_jobs=1 history=1"
-ABSENT="table=0 view=0 functions=0 policies=0 indexes=0 cron_jobs=0 history=0"
+# after 20261130000300_idempotency_scale.sql: primary key, (idempotency_key, user_id) unique, user_id,
+# purge_after; the two side tables of the stats view and the six triggers that keep them and purge_after
+PRESENT="table=1 view=1 functions=6 policies=1 indexes=4 cron_jobs=1 history=1 counter_tables=2 triggers=6"
+ABSENT="table=0 view=0 functions=0 policies=0 indexes=0 cron_jobs=0 history=0 counter_tables=0 triggers=0"
 
 expect_objects() { # expected, when
   local got
@@ -65,11 +71,15 @@ applied=$(psql_value "select count(*) from supabase_migrations.schema_migrations
 files=$(find supabase/migrations -name '*.sql' | wc -l)
 [ "$applied" = "$files" ] || die "supabase migration up recorded $applied migrations for $files files"
 
-# The migration says re-running it is harmless; the cron job is the one object that could double.
-psql_run -f "$MIGRATION" >/dev/null || die "re-running $MIGRATION with psql failed"
-expect_objects "$PRESENT" "after re-running the migration with psql"
+# Each migration says re-running it is harmless; the cron job is the one object that could double. A later
+# migration redefines what an earlier one made, so they are re-run in order, all of them.
+mapfile -t MIGRATIONS < <(find supabase/migrations -name '*.sql' | sort)
+for f in "${MIGRATIONS[@]}"; do
+  psql_run -f "$f" >/dev/null || die "re-running $f with psql failed"
+done
+expect_objects "$PRESENT" "after re-running the migrations with psql"
 echo "db-check: rollback ok: ${#ROLLBACKS[@]} rollback(s) removed every object," \
-  "migration up restored $applied migration(s), a re-run kept 1 cron job"
+  "migration up restored $applied migration(s), re-running them kept 1 cron job"
 
 # --- 2. pgTAP -----------------------------------------------------------------------------------------------
 say "db-check 2/3: pgTAP tests (supabase test db)"

@@ -129,9 +129,11 @@ export interface IdempotencyOptions {
    */
   maxStoredBodyBytes?: number;
   /**
-   * Bodies larger than this are gzipped when that makes them smaller, in bytes. Default 1024.
+   * Bodies larger than this are gzipped when that makes them smaller, in bytes. Default 256: Postgres
+   * compresses a row only past ~2 KB, so a typical 500-byte JSON answer would otherwise be stored as is
+   * (docs/scaling.md: bytes per key).
    *
-   * @default {1024}
+   * @default {256}
    */
   compressThresholdBytes?: number;
   /**
@@ -232,7 +234,7 @@ export const DEFAULT_OPTIONS: Readonly<
   anonymous: "reject",
   onStoreError: "fail-closed",
   maxStoredBodyBytes: 1024 * 1024,
-  compressThresholdBytes: 1024,
+  compressThresholdBytes: 256,
   renewLease: true,
   cors: true,
   logger: console,

@@ -14,7 +14,7 @@ Deno.test("options: the documented defaults fill every unset option", () => {
   assert.equal(resolved.anonymous, "reject");
   assert.equal(resolved.onStoreError, "fail-closed");
   assert.equal(resolved.maxStoredBodyBytes, 1_048_576);
-  assert.equal(resolved.compressThresholdBytes, 1024);
+  assert.equal(resolved.compressThresholdBytes, 256);
   assert.equal(resolved.renewLease, true);
   assert.equal(resolved.cors, true);
   assert.equal(resolved.logger, console);

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Fills idempotency_keys in the durable scale cluster (scripts/scale/cluster.sh) with ROWS keys (default 10
+# million) created evenly over the last 48 hours with a 24-hour TTL, so that half are expired: 96 % completed
+# with a gzip body (a process-document-like JSON response of ~500 bytes, ~370 stored), 3 % failed, 1 %
+# processing; 1 key in 10 without a user, the others spread over 1,000 users; 1 completed key in 7 replayed.
+# Rows go in time order, in transactions of a million, with the indexes in place (as traffic builds them);
+# triggers are off for the load and the counters are rebuilt from the table afterwards, then VACUUM ANALYZE.
+set -euo pipefail
+source "$(dirname "$0")/../lib/env.sh"
+URL="$("$ROOT/scripts/scale/cluster.sh" url)"
+ROWS="${ROWS:-10000000}"
+CHUNK=1000000
+q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
+
+say "fill: $ROWS keys into $URL"
+q -c "truncate public.idempotency_keys" -c "
+  insert into auth.users (id, email)
+  select md5('scale-user-' || j)::uuid, 'scale-' || j || '@example.com' from generate_series(0, 999) j
+  on conflict do nothing"
+q -c "create unlogged table if not exists public.scale_bodies (i int primary key, body bytea not null)" \
+  -c "alter table public.scale_bodies enable row level security" -c "truncate public.scale_bodies"
+node "$ROOT/scripts/scale/bodies.mjs" 1000 | awk '{ print NR - 1 "\t" $0 }' |
+  q -c "copy public.scale_bodies (i, body) from stdin"
+
+start=$(date +%s)
+for ((lo = 0; lo < ROWS; lo += CHUNK)); do
+  hi=$((lo + CHUNK < ROWS ? lo + CHUNK : ROWS))
+  q -c "set session_replication_role = replica" -c "
+  insert into public.idempotency_keys (
+    id, idempotency_key, user_id, function_name, request_fingerprint, status, response, response_encoding,
+    status_code, response_headers, error_message, locked_until, lease_token, attempt_count, replay_count,
+    last_replayed_at, created_at, started_at, completed_at, expires_at, purge_after
+  )
+  select
+    -- the migration's UUID v7, with the key's own creation time
+    encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+      placing substring(int8send((extract(epoch from r.t) * 1000)::bigint) from 3) from 1 for 6), 52, 1), 53, 1),
+      'hex')::uuid,
+    md5(r.i || '-key')::uuid::text,
+    case when r.i % 10 = 0 then null else md5('scale-user-' || (r.i % 1000))::uuid end,
+    (array['process-document', 'start-training', 'generate-training-data'])[1 + r.i % 3],
+    md5(r.i::text) || md5((r.i + 1)::text),
+    r.status,
+    case when r.status = 'completed' then (select b.body from public.scale_bodies b where b.i = r.i % 1000) end,
+    case when r.status = 'completed' then 'gzip' else 'identity' end,
+    case r.status when 'completed' then 201 when 'failed' then 500 end,
+    case when r.status = 'completed' then '{\"content-type\": \"application/json\"}'::jsonb end,
+    case when r.status = 'failed' then 'handler threw' end,
+    case when r.status = 'processing' then r.t + interval '30 seconds' end,
+    case when r.status = 'processing' then gen_random_uuid() end,
+    1 + (r.status = 'failed')::int,
+    case when r.status = 'completed' and r.i % 7 = 0 then 1 else 0 end,
+    case when r.status = 'completed' and r.i % 7 = 0 then r.t + interval '5 seconds' end,
+    r.t, r.t,
+    case when r.status <> 'processing' then r.t + r.ms end,
+    r.t + interval '24 hours' + case when r.status = 'completed' then r.ms else interval '0' end,
+    r.t + interval '24 hours'
+  from (
+    select i, now() - interval '48 hours' + (interval '48 hours' / $ROWS) * i as t,
+      make_interval(secs => (i % 200) / 1000.0 + 0.05) as ms,
+      case when i % 100 < 96 then 'completed' when i % 100 < 99 then 'failed' else 'processing' end as status
+    from generate_series($lo, $hi - 1) i
+  ) r"
+  echo "fill: $hi rows ($(($(date +%s) - start)) s)"
+done
+q -c "select public.idempotency_stats_rebuild()" >/dev/null
+q -c "drop table public.scale_bodies"
+q -c "vacuum analyze public.idempotency_keys" -c "checkpoint"
+echo "fill: done, $ROWS rows in $(($(date +%s) - start)) s (rebuild of the counters and vacuum included)"
