@@ -96,6 +96,7 @@ start_gateway() {
     cd "$ROOT" || exit 1
     SUPABASE_URL="$API_URL" SUPABASE_DB_URL="$DB_URL" SUPABASE_JWT_SECRET="$JWT_SECRET" \
       SUPABASE_ANON_KEY="$(sign_jwt anon)" SUPABASE_SERVICE_ROLE_KEY="$(sign_jwt service_role)" PORT="$API_PORT" \
+      TRAINER_URL="${TRAINER_URL:-$API_URL/trainer}" \
       nohup deno run --allow-all --quiet scripts/gateway.ts >"$LOG_DIR/gateway.log" 2>&1 </dev/null &
     echo $! >"$GATEWAY_PID"
   )

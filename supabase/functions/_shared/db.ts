@@ -1,19 +1,23 @@
 /**
- * The edge functions' connection to their own tables: one `npm:postgres` pool on `SUPABASE_DB_URL`, which
- * Supabase sets in every deployed function.
+ * The edge functions' connection to their own tables: the isolate's one `npm:postgres` pool on
+ * `SUPABASE_DB_URL` (which Supabase sets in every deployed function), shared with the default idempotency
+ * store.
  */
 
 import postgres from "postgres";
-import { preparedStatementsSupported } from "./idempotency.ts";
+import { closeSharedPool, preparedStatementsSupported, sharedPool } from "./idempotency.ts";
 
 /** A `npm:postgres` client (a pool; `sql.begin` runs one transaction on one connection). */
 export type Sql = postgres.Sql;
+
+/** An open transaction of `npm:postgres`, as the idempotency wrapper hands it to a handler. */
+export type Tx = postgres.TransactionSql;
 
 /**
  * `value` as a jsonb parameter, serialised exactly once. (A `JSON.stringify`-ed string cast with `::jsonb`
  * would be serialised again by the driver, storing a JSON string instead of the object.)
  */
-export function jsonb(sql: Pick<Sql, "json">, value: unknown): postgres.Parameter {
+export function jsonb(sql: Pick<Sql | Tx, "json">, value: unknown): postgres.Parameter {
   return sql.json(value as postgres.JSONValue);
 }
 
@@ -42,17 +46,12 @@ export function createSql(options: SqlOptions = {}): Sql {
   });
 }
 
-let defaultSql: Sql | undefined;
-
-/** The functions' shared pool, created on first use from `SUPABASE_DB_URL`. */
+/** The isolate's shared pool (the default idempotency store's too), created on first use. */
 export function db(): Sql {
-  defaultSql ??= createSql();
-  return defaultSql;
+  return sharedPool();
 }
 
 /** Ends the shared pool if it was opened (a later {@link db} call opens a new one). */
-export async function closeDb(): Promise<void> {
-  const sql = defaultSql;
-  defaultSql = undefined;
-  if (sql) await sql.end({ timeout: 5 });
+export function closeDb(): Promise<void> {
+  return closeSharedPool();
 }

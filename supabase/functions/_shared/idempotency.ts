@@ -95,3 +95,13 @@ export {
   RedisStore,
   type RedisStoreOptions,
 } from "./idempotency/stores/redis.ts";
+export { closeSharedPool, openPool, type PoolOptions, sharedPool } from "./idempotency/pool.ts";
+export {
+  type TransactionalHandler,
+  type TransactionalHooks,
+  type TransactionalOptions,
+  type TransactionCaller,
+  type TransactionContext,
+  withIdempotentTransaction,
+} from "./idempotency/transactional.ts";
+export { stepKeyOf } from "./idempotency/steps.ts";

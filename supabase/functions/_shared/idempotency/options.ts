@@ -4,6 +4,7 @@
 
 import type { GetUserId } from "./auth.ts";
 import type { IdempotencyStore } from "./store.ts";
+import { closeSharedPool, sharedPool } from "./pool.ts";
 import { PostgresStore } from "./stores/postgres.ts";
 
 /** Where the middleware logs: `console` fits, as does any object with these methods. */
@@ -149,9 +150,12 @@ function checkChoice(name: string, value: string, choices: readonly string[]): v
 /** The shared default store: the one module-level instance, opened by the first call that needs it. */
 let sharedDefaultStore: PostgresStore | undefined;
 
-/** The default store, a {@link PostgresStore} on `SUPABASE_DB_URL`, created on first use. */
+/**
+ * The default store, a {@link PostgresStore} on the isolate's shared pool (`SUPABASE_DB_URL`, see pool.ts),
+ * created on first use: the store and the function's own queries share one set of connections.
+ */
 export function defaultStore(): IdempotencyStore {
-  sharedDefaultStore ??= new PostgresStore();
+  sharedDefaultStore ??= new PostgresStore({ sql: sharedPool() });
   return sharedDefaultStore;
 }
 
@@ -160,4 +164,5 @@ export async function closeDefaultStore(): Promise<void> {
   const store = sharedDefaultStore;
   sharedDefaultStore = undefined;
   await store?.close();
+  await closeSharedPool();
 }

@@ -35,8 +35,8 @@ export interface PostgresStoreOptions {
   connectTimeoutSeconds?: number;
 }
 
-/** One row of `idempotency_begin`. */
-interface BeginRow {
+/** One row of `idempotency_begin` (and of `idempotency_begin_async`, which returns the same). */
+export interface BeginRow {
   outcome: string;
   record_id: string;
   lease_token: string | null;
@@ -188,7 +188,19 @@ export class PostgresStore implements IdempotencyStore {
   }
 }
 
-function toBeginResult(row: BeginRow): BeginResult {
+/**
+ * The outcome a row of `idempotency_begin` stands for.
+ *
+ * @param row One row of the function.
+ * @returns The typed outcome.
+ * @throws {Error} on an unknown outcome.
+ * @example
+ * ```ts
+ * const [row] = await sql<BeginRow[]>`select * from public.idempotency_begin(...)`;
+ * const result = toBeginResult(row);
+ * ```
+ */
+export function toBeginResult(row: BeginRow): BeginResult {
   const recordId = row.record_id;
   switch (row.outcome) {
     case "started":
