@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
 
 # pg_prove (libtap-parser-sourcehandler-pgtap-perl) runs the pgTAP files where `supabase test db` would need Docker.
-APT_PACKAGES=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl redis-server)
+APT_PACKAGES=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl redis-server pgbouncer)
 
 missing_apt() {
   local p

@@ -217,9 +217,8 @@ async function route(ctx: Ctx, req: Request): Promise<Response> {
 async function unkeyed(ctx: Ctx, req: Request, caller: TransactionCaller): Promise<Response> {
   let outcome: Outcome | undefined;
   try {
-    await ctx.sql().begin(async (tx) => {
-      await setTimeouts(ctx, tx);
-      outcome = await runHandler(ctx, req, context(tx, caller, null, 1, noSteps));
+    await inTransaction(ctx, async (tx) => {
+      outcome = await runHandler(ctx, req, context(tx.guarded, caller, null, 1, noSteps));
       // a refused or failed request leaves nothing behind, as a keyed one does
       if (outcome.status >= 400) throw new Rollback("not-stored");
     });
@@ -279,12 +278,11 @@ async function separateClaim(ctx: Ctx, run: Run): Promise<Response> {
   let outcome: Outcome | undefined;
   let rolledBack: Rollback | undefined;
   try {
-    await ctx.sql().begin(async (tx) => {
-      await setTimeouts(ctx, tx);
+    await inTransaction(ctx, async (tx) => {
       outcome = await runHandler(
         ctx,
         run.req,
-        context(tx, run.caller, run.key, claim.attempt, steps),
+        context(tx.guarded, run.caller, run.key, claim.attempt, steps),
         run,
       );
       await ctx.hooks.afterHandler?.();
@@ -319,17 +317,16 @@ async function separateClaim(ctx: Ctx, run: Run): Promise<Response> {
 async function claimInTransaction(ctx: Ctx, run: Run): Promise<Response> {
   let result: { claim: BeginResult; outcome?: Outcome } | undefined;
   try {
-    await ctx.sql().begin(async (tx) => {
-      await setTimeouts(ctx, tx);
-      await tx`select set_config('lock_timeout', ${`${ctx.lockWaitMs}ms`}, true)`;
-      const claim = await beginIn(tx, run.input);
+    await inTransaction(ctx, async (tx) => {
+      await tx.raw`select set_config('lock_timeout', ${`${ctx.lockWaitMs}ms`}, true)`;
+      const claim = await beginIn(tx.raw, run.input);
       result = { claim };
       if (claim.outcome !== "started") return;
       await ctx.hooks.afterClaim?.();
       const outcome = await runHandler(
         ctx,
         run.req,
-        context(tx, run.caller, run.key, claim.attempt, noSteps),
+        context(tx.guarded, run.caller, run.key, claim.attempt, noSteps),
         run,
       );
       result.outcome = outcome;
@@ -360,11 +357,50 @@ async function claimInTransaction(ctx: Ctx, run: Run): Promise<Response> {
   return answer(result!.outcome!);
 }
 
-/** Transaction-local statement timeout, and an idle limit so a stalled handler cannot hold locks forever. */
-async function setTimeouts(ctx: Ctx, tx: postgres.TransactionSql): Promise<void> {
+/** One transaction of the handler: the raw transaction, the handler's guarded view of it, and its marker. */
+interface Transaction {
+  /** For the wrapper's own statements. */
+  readonly raw: postgres.TransactionSql;
+  /** What the handler gets: refuses every statement once the transaction has ended (see below). */
+  readonly guarded: postgres.TransactionSql;
+  /** A random value set transaction-locally at the start; the completion checks it. */
+  readonly marker: string;
+}
+
+/**
+ * Runs `fn` in a transaction of the pool with a statement timeout, an idle limit (a stalled handler cannot
+ * hold its locks forever) and a transaction-local marker.
+ *
+ * Why the marker and the guard: when the server closes the connection mid-transaction (a restart), postgres.js
+ * rejects `begin` but the callback keeps running, and its later statements can reach the same client
+ * connection once the pool reconnects it, on a new session in autocommit. A completion sent that way would
+ * commit a record whose rows were rolled back. So the completion only writes where the marker is set (in
+ * this very transaction), and the handler's statements are refused as soon as the transaction has ended.
+ */
+async function inTransaction(ctx: Ctx, fn: (tx: Transaction) => Promise<void>): Promise<void> {
+  const marker = crypto.randomUUID();
   const ms = `${ctx.statementTimeoutMs}ms`;
-  await tx`select set_config('statement_timeout', ${ms}, true),
-    set_config('idle_in_transaction_session_timeout', ${ms}, true)`;
+  let open = true;
+  try {
+    await ctx.sql().begin(async (raw) => {
+      await raw`select set_config('statement_timeout', ${ms}, true),
+        set_config('idle_in_transaction_session_timeout', ${ms}, true),
+        set_config('idempotency.transaction', ${marker}, true)`;
+      await fn({ raw, guarded: guard(raw, () => open), marker });
+    });
+  } finally {
+    open = false;
+  }
+}
+
+/** `tx`, refusing new statements once `isOpen()` is false. */
+function guard(tx: postgres.TransactionSql, isOpen: () => boolean): postgres.TransactionSql {
+  return new Proxy(tx, {
+    apply(target, self, args) {
+      if (!isOpen()) throw new Error("the transaction has ended (its connection closed): statement refused");
+      return Reflect.apply(target, self, args);
+    },
+  });
 }
 
 function context(
@@ -555,17 +591,18 @@ async function beginIn(tx: postgres.TransactionSql, input: BeginInput): Promise<
   return toBeginResult(row);
 }
 
-/** `idempotency_complete` inside the handler's transaction: the fence. */
-async function completeIn(
-  tx: postgres.TransactionSql,
-  lease: Lease,
-  response: StoredResponse,
-): Promise<boolean> {
-  const [row] = await tx<{ ok: boolean }[]>`
-    select public.idempotency_complete(
-      ${lease.recordId}::uuid, ${lease.leaseToken}::uuid, ${response.status}::integer,
-      ${response.body}::bytea, ${response.encoding}::text, ${tx.json(response.headers)}::jsonb
-    ) as ok`;
+/**
+ * `idempotency_complete` inside the handler's transaction: the fence (the lease token) and, through the
+ * marker, proof that this statement runs in the transaction that did the work.
+ */
+async function completeIn(tx: Transaction, lease: Lease, response: StoredResponse): Promise<boolean> {
+  const { raw } = tx;
+  const [row] = await raw<{ ok: boolean }[]>`
+    select case when current_setting('idempotency.transaction', true) = ${tx.marker}::text
+      then public.idempotency_complete(
+        ${lease.recordId}::uuid, ${lease.leaseToken}::uuid, ${response.status}::integer,
+        ${response.body}::bytea, ${response.encoding}::text, ${raw.json(response.headers)}::jsonb
+      ) else false end as ok`;
   return row?.ok === true;
 }
 

@@ -250,10 +250,22 @@ function isUuidLease(lease: Lease): boolean {
   return UUID.test(lease.recordId) && UUID.test(lease.leaseToken);
 }
 
-/** Whether named prepared statements are safe on `url` (anything but the transaction-mode pooler). */
+/**
+ * Whether named prepared statements are safe on `url`: not on Supavisor's transaction-mode port 6543, and
+ * not when the URL says `prepare=false` (postgres.js's own URL option, never sent to the server: mark any
+ * other transaction pooler's URL with it, e.g. a local pgbouncer's). Anything else: yes.
+ *
+ * @param url A Postgres connection string.
+ * @returns `false` when the next transaction may run on a server connection that lacks the statement.
+ * @example
+ * ```ts
+ * preparedStatementsSupported("postgresql://u:p@127.0.0.1:54329/postgres?prepare=false"); // false
+ * ```
+ */
 export function preparedStatementsSupported(url: string): boolean {
   try {
-    return new URL(url).port !== TRANSACTION_POOLER_PORT;
+    const parsed = new URL(url);
+    return parsed.port !== TRANSACTION_POOLER_PORT && parsed.searchParams.get("prepare") !== "false";
   } catch {
     return true;
   }
