@@ -6,11 +6,17 @@
  *   echo                         no work, so the wrapper's own cost shows
  *   echo+<store>                 echo wrapped with the Postgres, Redis or in-memory store
  *   process-document             the real function's bare handler (a transaction of two inserts)
- *   process-document+postgres    the same, wrapped, as deployed
+ *   process-document+postgres    the same, wrapped for the response only (withIdempotency)
+ *   process-document+transactional    as deployed: withIdempotentTransaction, separate asynchronous claim
+ *   process-document+in-transaction   the same with the claim inside the handler's transaction
  */
 import { createJwtVerifier } from "../gateway/jwt.ts";
 import { createGatewayHandler, type DeployedFunction } from "../gateway/server.ts";
-import { bareHandler as processDocument } from "../../supabase/functions/process-document/index.ts";
+import {
+  bareHandler as processDocument,
+  handler as processDocumentTransactional,
+  work as processDocumentWork,
+} from "../../supabase/functions/process-document/index.ts";
 import { closeDb } from "../../supabase/functions/_shared/db.ts";
 import {
   type Handler,
@@ -19,6 +25,7 @@ import {
   PostgresStore,
   RedisStore,
   withIdempotency,
+  withIdempotentTransaction,
 } from "../../supabase/functions/_shared/idempotency.ts";
 import { JWT_SECRET } from "../../tests/support/jwt.ts";
 
@@ -38,6 +45,18 @@ function deploy(stores: Record<string, IdempotencyStore>): Map<string, DeployedF
     ["echo", { handler: echo, verifyJwt: true }],
     ["process-document", { handler: processDocument, verifyJwt: true }],
     ["process-document+postgres", wrap(processDocument, "process-document", stores.postgres)],
+    // transactional mode as deployed (separate asynchronous claim), and with the claim in the transaction
+    ["process-document+transactional", { handler: processDocumentTransactional, verifyJwt: true }],
+    [
+      "process-document+in-transaction",
+      {
+        handler: withIdempotentTransaction(processDocumentWork, {
+          functionName: "bench-process-document-in-tx",
+          claim: "in-transaction",
+        }),
+        verifyJwt: true,
+      },
+    ],
   ]);
   for (const [name, store] of Object.entries(stores)) fns.set(`echo+${name}`, wrap(echo, "echo", store));
   return fns;

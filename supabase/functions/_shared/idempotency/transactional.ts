@@ -318,7 +318,6 @@ async function claimInTransaction(ctx: Ctx, run: Run): Promise<Response> {
   let result: { claim: BeginResult; outcome?: Outcome } | undefined;
   try {
     await inTransaction(ctx, async (tx) => {
-      await tx.raw`select set_config('lock_timeout', ${`${ctx.lockWaitMs}ms`}, true)`;
       const claim = await beginIn(tx.raw, run.input);
       result = { claim };
       if (claim.outcome !== "started") return;
@@ -368,8 +367,8 @@ interface Transaction {
 }
 
 /**
- * Runs `fn` in a transaction of the pool with a statement timeout, an idle limit (a stalled handler cannot
- * hold its locks forever) and a transaction-local marker.
+ * Runs `fn` in a transaction of the pool with statement and lock timeouts, an idle limit (a stalled handler
+ * cannot hold its locks forever) and a transaction-local marker, all set by one statement.
  *
  * Why the marker and the guard: when the server closes the connection mid-transaction (a restart), postgres.js
  * rejects `begin` but the callback keeps running, and its later statements can reach the same client
@@ -380,11 +379,13 @@ interface Transaction {
 async function inTransaction(ctx: Ctx, fn: (tx: Transaction) => Promise<void>): Promise<void> {
   const marker = crypto.randomUUID();
   const ms = `${ctx.statementTimeoutMs}ms`;
+  // an in-transaction claim waits on a duplicate's row for at most lockWaitMs
+  const lockMs = ctx.claim === "in-transaction" ? `${ctx.lockWaitMs}ms` : ms;
   let open = true;
   try {
     await ctx.sql().begin(async (raw) => {
       await raw`select set_config('statement_timeout', ${ms}, true),
-        set_config('idle_in_transaction_session_timeout', ${ms}, true),
+        set_config('idle_in_transaction_session_timeout', ${ms}, true), set_config('lock_timeout', ${lockMs}, true),
         set_config('idempotency.transaction', ${marker}, true)`;
       await fn({ raw, guarded: guard(raw, () => open), marker });
     });
