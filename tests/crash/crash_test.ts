@@ -101,7 +101,8 @@ class Functions {
   /** Retries `key` (the same request) until it gets its final 201, restarting the server when it died. */
   async settle(fn: FunctionName, token: string, key: string): Promise<{ body: string; attempts: number }> {
     let last = "";
-    for (let attempt = 1; attempt <= 200; attempt++) {
+    const deadline = Date.now() + 60_000;
+    for (let attempt = 1; Date.now() < deadline; attempt++) {
       await this.ensure();
       try {
         const res = await this.post(fn, token, key);

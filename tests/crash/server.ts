@@ -61,7 +61,7 @@ globalThis.fetch = async (input, init) => {
   return response;
 };
 
-const options = { lockTimeoutSeconds: 1, hooks };
+const options = { lockTimeoutSeconds: 1, maxRunSeconds: 10, hooks };
 const functions = new Map<string, (req: Request) => Promise<Response>>([
   [
     "process-document",

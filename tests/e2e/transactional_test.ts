@@ -248,3 +248,13 @@ e2eTest("start-training calls the external trainer once per key, with a derived 
   const stats = await (await fetch(`${TRAINER_URL}/stats`)).json();
   assert.ok(stats.calls >= 1);
 });
+
+Deno.test("transactional: invalid options fail at wrap time", () => {
+  const handler: TransactionalHandler = () => new Response(null, { status: 204 });
+  assert.throws(
+    () => withIdempotentTransaction(handler, { functionName: "f", claim: "inside" as "separate" }),
+    TypeError,
+  );
+  assert.throws(() => withIdempotentTransaction(handler, { functionName: "f", lockWaitMs: 0 }), RangeError);
+  assert.throws(() => withIdempotentTransaction(handler, { functionName: "bad name" }), TypeError);
+});

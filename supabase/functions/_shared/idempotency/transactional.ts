@@ -89,6 +89,12 @@ export interface TransactionalOptions extends Omit<IdempotencyOptions, "store"> 
   statementTimeoutMs?: number;
   /** `"in-transaction"` only: longest a duplicate waits for the first run's row, in ms. @default 5000 */
   lockWaitMs?: number;
+  /**
+   * Longest a run's lease is renewed, in seconds: a run still going after this is presumed hung (a driver that
+   * lost its connection without an error), its lease runs out and a retry can take the key over (fencing keeps
+   * the hung run from committing). Supabase ends a request after 150 s anyway. @default 150
+   */
+  maxRunSeconds?: number;
   /** Test-only hooks at named points. @default none */
   hooks?: TransactionalHooks;
 }
@@ -114,6 +120,7 @@ interface Ctx {
   readonly claim: "separate" | "in-transaction";
   readonly statementTimeoutMs: number;
   readonly lockWaitMs: number;
+  readonly maxRunMs: number;
   readonly hooks: TransactionalHooks;
   readonly sql: () => postgres.Sql;
   readonly getCaller: (req: Request) => Promise<TransactionCaller>;
@@ -145,7 +152,7 @@ export function withIdempotentTransaction(
   handler: TransactionalHandler,
   options: TransactionalOptions,
 ): (req: Request) => Promise<Response> {
-  const { sql, claim, statementTimeoutMs, lockWaitMs, hooks, ...rest } = options;
+  const { sql, claim, statementTimeoutMs, lockWaitMs, maxRunSeconds, hooks, ...rest } = options;
   const resolved = resolveOptions(rest);
   const ctx: Ctx = {
     handler,
@@ -153,10 +160,16 @@ export function withIdempotentTransaction(
     claim: claim ?? "separate",
     statementTimeoutMs: statementTimeoutMs ?? 10_000,
     lockWaitMs: lockWaitMs ?? 5_000,
+    maxRunMs: (maxRunSeconds ?? 150) * 1000,
     hooks: hooks ?? {},
     sql: () => sql ?? sharedPool(),
     getCaller: callerResolver(resolved),
   };
+  for (const [name, value] of Object.entries({ statementTimeoutMs, lockWaitMs, maxRunSeconds })) {
+    if (value !== undefined && (!Number.isInteger(value) || value < 1)) {
+      throw new RangeError(`${name} must be an integer of at least 1, got ${value}`);
+    }
+  }
   if (ctx.claim !== "separate" && ctx.claim !== "in-transaction") {
     throw new TypeError(`claim must be "separate" or "in-transaction", got ${ctx.claim}`);
   }
@@ -557,11 +570,19 @@ async function waitFor(ctx: Ctx, input: BeginInput): Promise<BeginResult> {
   return result;
 }
 
-/** Renews the lease while the handler runs (outside its transaction, on the pool). */
+/** Renews the lease while the handler runs (outside its transaction, on the pool), for at most maxRunMs. */
 function startRenewal(ctx: Ctx, store: PostgresStore, lease: Lease): { stop(): Promise<void> } {
   if (!ctx.options.renewLease) return { stop: () => Promise.resolve() };
+  const until = Date.now() + ctx.maxRunMs;
   let pending: Promise<unknown> = Promise.resolve();
   const timer = setInterval(() => {
+    if (Date.now() > until) {
+      clearInterval(timer);
+      ctx.options.logger.warn(
+        `[idempotency] ${ctx.options.functionName}: still running after maxRunSeconds; the lease is no longer renewed`,
+      );
+      return;
+    }
     pending = pending.then(() => store.extendLease(lease, ctx.options.lockTimeoutSeconds)).catch(() => false);
   }, ctx.options.lockTimeoutSeconds * 500);
   return {
