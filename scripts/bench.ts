@@ -77,12 +77,12 @@ function percentile(samples: number[], p: number): number {
 
 function report(list: Scenario[]): void {
   const p50 = (name: string) => percentile(list.find((s) => s.name === name)!.samples, 50);
-  console.log(`${"scenario".padEnd(34)} ${"n".padStart(5)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)}`);
+  console.log(`${"scenario".padEnd(40)} ${"n".padStart(5)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)}`);
   for (const s of list) {
     const [a, b] = [percentile(s.samples, 50), percentile(s.samples, 99)].map((v) =>
       v.toFixed(3).padStart(8)
     );
-    console.log(`${s.name.padEnd(34)} ${String(s.samples.length).padStart(5)} ${a} ${b}`);
+    console.log(`${s.name.padEnd(40)} ${String(s.samples.length).padStart(5)} ${a} ${b}`);
   }
   console.log("\nfrom this run's medians:");
   for (const fn of ["echo", "process-document"]) {
@@ -91,7 +91,7 @@ function report(list: Scenario[]): void {
       const wrapped = s.name.replace(/ first$/, "");
       const first = p50(s.name), replay = p50(`${wrapped} replay`);
       console.log(
-        `  ${wrapped.padEnd(26)} first adds ${(first - bare).toFixed(3)} ms (x${
+        `  ${wrapped.padEnd(32)} first adds ${(first - bare).toFixed(3)} ms (x${
           (first / bare).toFixed(2)
         } of bare);` +
           ` replay x${(replay / bare).toFixed(2)} of bare`,

@@ -377,6 +377,8 @@ interface Transaction {
   readonly guarded: postgres.TransactionSql;
   /** A random value set transaction-locally at the start; the completion checks it. */
   readonly marker: string;
+  /** Resolves when the transaction's settings (timeouts, marker) are in place. */
+  readonly settled: Promise<void>;
 }
 
 /**
@@ -397,10 +399,15 @@ async function inTransaction(ctx: Ctx, fn: (tx: Transaction) => Promise<void>): 
   let open = true;
   try {
     await ctx.sql().begin(async (raw) => {
-      await raw`select set_config('statement_timeout', ${ms}, true),
+      // sent at once and not awaited: it travels in the same round trip as the handler's first statement
+      // (postgres.js pipelines on the transaction's connection); a failure aborts the transaction, so the
+      // handler's statements fail too, and it is awaited before anything commits
+      const settings = raw`select set_config('statement_timeout', ${ms}, true),
         set_config('idle_in_transaction_session_timeout', ${ms}, true), set_config('lock_timeout', ${lockMs}, true),
-        set_config('idempotency.transaction', ${marker}, true)`;
-      await fn({ raw, guarded: guard(raw, () => open), marker });
+        set_config('idempotency.transaction', ${marker}, true)`.execute();
+      settings.catch(() => {});
+      await fn({ raw, guarded: guard(raw, () => open), marker, settled: settings.then(() => undefined) });
+      await settings;
     });
   } finally {
     open = false;
@@ -619,6 +626,7 @@ async function beginIn(tx: postgres.TransactionSql, input: BeginInput): Promise<
  */
 async function completeIn(tx: Transaction, lease: Lease, response: StoredResponse): Promise<boolean> {
   const { raw } = tx;
+  await tx.settled;
   const [row] = await raw<{ ok: boolean }[]>`
     select case when current_setting('idempotency.transaction', true) = ${tx.marker}::text
       then public.idempotency_complete(
