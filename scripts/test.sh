@@ -75,6 +75,7 @@ wait "$pooled_pid" 2>/dev/null || true
 
 say "crash harness: SIGKILL at named points, PostgreSQL restarted and crashed (production durability)"
 deno_test "exactly once under crashes" tests/crash
+cat "$LOCAL_DIR/logs/crash-report.txt" 2>/dev/null || true
 
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop

@@ -24,6 +24,14 @@ import {
 } from "./support.ts";
 
 const TRIALS = Number(Deno.env.get("CRASH_TRIALS") ?? "2");
+/** The counts also go to this file, which scripts/test.sh prints (its deno test runs --quiet). */
+const REPORT = new URL("../../.local/logs/crash-report.txt", import.meta.url);
+
+/** Prints a line of the report and appends it to {@link REPORT}. */
+async function report(line: string): Promise<void> {
+  console.log(line);
+  await Deno.writeTextFile(REPORT, `${line}\n`, { append: true, create: true });
+}
 const KEYS_PER_TRIAL = 4;
 const hyperparameters = { learning_rate: 0.1, epochs: 1, batch_size: 1 };
 
@@ -131,6 +139,7 @@ interface PointReport {
 }
 
 Deno.test("crash harness: SIGKILL at every point, PostgreSQL restarted and crashed mid-burst", async (t) => {
+  await Deno.remove(REPORT).catch(() => {});
   const sql = postgres(DB_URL, { max: 4, onnotice: () => {} });
   const trainer = await startTrainer();
   const trainerUrl = `http://127.0.0.1:${trainer.port}`;
@@ -141,6 +150,9 @@ Deno.test("crash harness: SIGKILL at every point, PostgreSQL restarted and crash
   const functions = new Functions(trainerUrl);
   try {
     await withProductionDurability(async () => {
+      await report(
+        `production durability on; ${TRIALS} trial(s) per point, ${KEYS_PER_TRIAL} keys in flight each`,
+      );
       await functions.start();
       await t.step("SIGKILL of the serving process at each named point", async () => {
         const plan: [FunctionName, string[]][] = [
@@ -151,7 +163,7 @@ Deno.test("crash harness: SIGKILL at every point, PostgreSQL restarted and crash
         const reports: PointReport[] = [];
         for (const [fn, points] of plan) {
           for (const point of points) {
-            const report: PointReport = { fn, point, crashes: 0, keys: 0, rowSets: "" };
+            const entry: PointReport = { fn, point, crashes: 0, keys: 0, rowSets: "" };
             const counts: number[] = [];
             let trainerCalls = 0, trainerJobs = 0;
             for (let trial = 0; trial < TRIALS; trial++) {
@@ -173,7 +185,7 @@ Deno.test("crash harness: SIGKILL at every point, PostgreSQL restarted and crash
                 "SIGKILL",
                 `${fn} ${point}: the process must have been killed (code ${code})`,
               );
-              report.crashes++;
+              entry.crashes++;
               await sleep(1100); // the 1 s lease runs out
               const answers = await Promise.all(keys.map((key) => functions.settle(fn, token, key)));
               for (const [i, key] of keys.entries()) {
@@ -194,19 +206,19 @@ Deno.test("crash harness: SIGKILL at every point, PostgreSQL restarted and crash
                   assert.equal(row?.trainer_job_id, JSON.parse(answers[i]!.body).trainer_job_id);
                 }
               }
-              report.keys += keys.length;
+              entry.keys += keys.length;
             }
-            report.rowSets = `${Math.min(...counts)}..${Math.max(...counts)}`;
-            if (fn === "start-training") Object.assign(report, { trainerCalls, trainerJobs });
-            reports.push(report);
+            entry.rowSets = `${Math.min(...counts)}..${Math.max(...counts)}`;
+            if (fn === "start-training") Object.assign(entry, { trainerCalls, trainerJobs });
+            reports.push(entry);
           }
         }
-        console.log(
+        await report(
           "crash point                          crashes  keys  rows per key (min..max)  trainer calls/jobs",
         );
         for (const r of reports) {
           const trainerText = r.trainerCalls === undefined ? "-" : `${r.trainerCalls}/${r.trainerJobs}`;
-          console.log(
+          await report(
             `${`${r.fn} ${r.point}`.padEnd(37)}${String(r.crashes).padStart(7)}${
               String(r.keys).padStart(6)
             }  ${r.rowSets.padEnd(23)}  ${trainerText}`,
@@ -248,7 +260,7 @@ Deno.test("crash harness: SIGKILL at every point, PostgreSQL restarted and crash
             );
           }
           const retries = answers.reduce((n, a) => n + a.attempts - 1, 0);
-          console.log(
+          await report(
             `pg_ctl -m ${mode}: ${keys.length} keys x 2 clients, ${sets} keys with exactly one set, ` +
               `${retries} client retries; the serving process died ${
                 functions.restarts - restartsBefore
