@@ -338,7 +338,7 @@ async function claimInTransaction(ctx: Ctx, run: Run): Promise<Response> {
       const outcome = await runHandler(
         ctx,
         run.req,
-        context(tx.guarded, run.caller, run.key, claim.attempt, noSteps),
+        context(tx.guarded, run.caller, run.key, claim.attempt, stepsNeedSeparateClaim),
         run,
       );
       result.outcome = outcome;
@@ -434,8 +434,12 @@ function context(
   return { tx, caller, key, attempt, step };
 }
 
-/** Steps need a committed record to hang on: without a key (or with the claim inside the transaction) none. */
+/** Without a key nothing is recorded: a step just runs, with a key of its own for the external service. */
 const noSteps: TransactionContext["step"] = (name, run) => run(`${name}-${crypto.randomUUID()}`);
+
+/** A step needs a committed record to hang on, which an in-transaction claim does not have until the end. */
+const stepsNeedSeparateClaim: TransactionContext["step"] = () =>
+  Promise.reject(new TypeError('ctx.step needs claim: "separate" (the default)'));
 
 /** Loads the steps a previous attempt recorded, and records each new one as soon as it returns. */
 async function stepRunner(
