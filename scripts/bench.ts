@@ -1,7 +1,9 @@
 /**
  * Latency of bare and wrapped handlers over HTTP through the functions gateway, from one run.
  *
- *   scripts/stack.sh start && deno run --allow-all scripts/bench.ts [--requests 400]
+ *   scripts/stack.sh start && deno run --allow-all scripts/bench.ts [--requests 400] [--fast]
+ *
+ * PostgreSQL runs with production durability (fsync, synchronous_commit, full_page_writes on) unless --fast.
  *
  * scripts/bench/serve.ts, in a process of its own, serves through the gateway's request handler the bare and
  * the wrapped form of two handlers: `echo` (no work, so the wrapper's own cost shows) and the real
@@ -42,7 +44,9 @@ function scenarios(base: string, token: string, run: string): Scenario[] {
   const series = (name: string, send: Scenario["send"]): Scenario => ({ name, send, samples: [] });
   const list: Scenario[] = [];
   for (const fn of ["echo", "process-document"]) {
-    const stores = fn === "echo" ? ["postgres", "redis", "memory", "layered"] : ["postgres"];
+    const stores = fn === "echo"
+      ? ["postgres", "redis", "memory", "layered"]
+      : ["postgres", "transactional", "in-transaction"];
     list.push(series(`${fn} bare`, () => post(fn)));
     for (const store of stores) {
       const wrapped = `${fn}+${store}`;
@@ -77,12 +81,12 @@ function percentile(samples: number[], p: number): number {
 
 function report(list: Scenario[]): void {
   const p50 = (name: string) => percentile(list.find((s) => s.name === name)!.samples, 50);
-  console.log(`${"scenario".padEnd(34)} ${"n".padStart(5)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)}`);
+  console.log(`${"scenario".padEnd(40)} ${"n".padStart(5)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)}`);
   for (const s of list) {
     const [a, b] = [percentile(s.samples, 50), percentile(s.samples, 99)].map((v) =>
       v.toFixed(3).padStart(8)
     );
-    console.log(`${s.name.padEnd(34)} ${String(s.samples.length).padStart(5)} ${a} ${b}`);
+    console.log(`${s.name.padEnd(40)} ${String(s.samples.length).padStart(5)} ${a} ${b}`);
   }
   console.log("\nfrom this run's medians:");
   for (const fn of ["echo", "process-document"]) {
@@ -91,7 +95,7 @@ function report(list: Scenario[]): void {
       const wrapped = s.name.replace(/ first$/, "");
       const first = p50(s.name), replay = p50(`${wrapped} replay`);
       console.log(
-        `  ${wrapped.padEnd(26)} first adds ${(first - bare).toFixed(3)} ms (x${
+        `  ${wrapped.padEnd(32)} first adds ${(first - bare).toFixed(3)} ms (x${
           (first / bare).toFixed(2)
         } of bare);` +
           ` replay x${(replay / bare).toFixed(2)} of bare`,
@@ -103,6 +107,13 @@ function report(list: Scenario[]): void {
     `\nwhat the Redis front buys (echo, replay p50): layered ${front.toFixed(3)} ms vs Postgres alone ` +
       `${noFront.toFixed(3)} ms (x${(front / noFront).toFixed(2)}); first request: layered ` +
       `${p50("echo+layered first").toFixed(3)} ms vs ${p50("echo+postgres first").toFixed(3)} ms`,
+  );
+  const txAdded = p50("process-document+transactional first") - p50("process-document bare");
+  const txReplay = p50("process-document+transactional replay") / p50("process-document bare");
+  console.log(
+    `\ndesign goals (process-document, transactional): first request adds < 0.7 ms at p50: ` +
+      `${txAdded < 0.7 ? "met" : "NOT met"} (${txAdded.toFixed(3)} ms); replay faster than bare: ` +
+      `${txReplay < 1 ? "met" : "NOT met"} (x${txReplay.toFixed(2)})`,
   );
   const added = p50("process-document+postgres first") - p50("process-document bare");
   const replayRatio = p50("process-document+postgres replay") / p50("process-document bare");
@@ -116,7 +127,7 @@ function report(list: Scenario[]): void {
 async function main() {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { requests: { type: "string", default: "400" } },
+    options: { requests: { type: "string", default: "400" }, fast: { type: "boolean", default: false } },
   });
   const requests = Number(values.requests);
   if (!Number.isInteger(requests) || requests < 10) {
@@ -126,6 +137,7 @@ async function main() {
   await reportColdStarts(7);
 
   const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
+  const restore = values.fast ? async () => {} : await productionDurability(sql);
   const [user] = await sql<{ id: string }[]>`
     insert into auth.users (email) values (${`bench-${crypto.randomUUID()}@bench.local`}) returning id`;
   const token = await signJwt({ sub: user!.id, role: "authenticated" });
@@ -143,8 +155,28 @@ async function main() {
     await server.process.status;
     // the user's documents and idempotency keys go with it (on delete cascade)
     await sql`delete from auth.users where id = ${user!.id}`;
+    await restore();
     await sql.end();
   }
+}
+
+const DURABILITY = ["fsync", "synchronous_commit", "full_page_writes"];
+
+/**
+ * Production durability for the run (the local stack runs with it off for speed): set with ALTER SYSTEM (all
+ * three reload without a restart), printed, and reset afterwards by the returned function. `--fast` skips it.
+ */
+async function productionDurability(sql: postgres.Sql): Promise<() => Promise<void>> {
+  for (const name of DURABILITY) await sql.unsafe(`alter system set ${name} = on`);
+  await sql`select pg_reload_conf()`;
+  await new Promise((r) => setTimeout(r, 300));
+  const rows = await sql<{ name: string; setting: string }[]>`
+    select name, setting from pg_settings where name = any(${DURABILITY}) order by name`;
+  console.log(`PostgreSQL durability: ${rows.map((r) => `${r.name}=${r.setting}`).join(" ")}`);
+  return async () => {
+    for (const name of DURABILITY) await sql.unsafe(`alter system reset ${name}`);
+    await sql`select pg_reload_conf()`;
+  };
 }
 
 /** Starts scripts/bench/serve.ts and waits for the port it listens on. */

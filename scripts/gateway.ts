@@ -18,11 +18,20 @@ import { loadFunctions } from "./gateway/discover.ts";
 import { createJwtVerifier, loadSigningKey } from "./gateway/jwt.ts";
 import { createGatewayHandler } from "./gateway/server.ts";
 import { JWKS_PATH } from "../supabase/functions/_shared/idempotency/jwt.ts";
+import { createTrainerHandler } from "./trainer.ts";
 import { closeDb } from "../supabase/functions/_shared/db.ts";
 import { closeDefaultStore } from "../supabase/functions/_shared/idempotency.ts";
 import { postgresDefectsCaught } from "../supabase/functions/_shared/idempotency/_postgres_client.ts";
 
 const SUPABASE_DIR = new URL("../supabase/", import.meta.url);
+
+/** The simulated external trainer (scripts/trainer.ts) under /trainer, as start-training's TRAINER_URL. */
+function withTrainer(
+  gateway: (req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>,
+): (req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response> {
+  const trainer = createTrainerHandler();
+  return (req, info) => new URL(req.url).pathname.startsWith("/trainer/") ? trainer(req) : gateway(req, info);
+}
 
 async function main(): Promise<void> {
   const port = Number(Deno.env.get("PORT") ?? "54321");
@@ -52,7 +61,9 @@ async function main(): Promise<void> {
         console.log(`functions gateway on http://${hostname}:${port}/functions/v1/: ${list.join(", ")}`);
       },
     },
-    createGatewayHandler({ functions, verifier, ...(signingKey ? { jwks: signingKey.jwks } : {}) }),
+    withTrainer(
+      createGatewayHandler({ functions, verifier, ...(signingKey ? { jwks: signingKey.jwks } : {}) }),
+    ),
   );
 
   let stopping = false;

@@ -8,9 +8,10 @@ source "$(dirname "$0")/lib/env.sh"
 # pg_prove (libtap-parser-sourcehandler-pgtap-perl) runs the pgTAP files where `supabase test db` would need Docker.
 # chromium: the browser test (tests/browser) drives it headless over the DevTools protocol.
 # postgresql-15-plpgsql-check: scripts/lint-sql.sh checks the plpgsql functions with it, as `supabase db lint` does.
+# pgbouncer: the stack runs it in transaction mode, as Supavisor on port 6543 (tests through a pooler).
 # prometheus (with promtool) scrapes the metrics endpoint in tests/metrics and tests the alerting rules.
 APT_PACKAGES=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl redis-server
-  chromium postgresql-15-plpgsql-check prometheus)
+  chromium postgresql-15-plpgsql-check prometheus pgbouncer)
 
 missing_apt() {
   local p

@@ -12,6 +12,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
 GATEWAY_PID="$LOCAL_DIR/run/gateway.pid"
 REDIS_PID="$LOCAL_DIR/run/redis.pid"
+POOLER_DIR="$LOCAL_DIR/pgbouncer"
+POOLER_PID="$POOLER_DIR/pgbouncer.pid"
 
 # initdb and postgres refuse to run as root; run them as the Debian `postgres` user then.
 as_db_owner() {
@@ -89,6 +91,36 @@ start_redis() {
   die "Redis did not start: see $LOG_DIR/redis.log"
 }
 
+start_pooler() {
+  pid_alive "$POOLER_PID" && return 0
+  port_open "$POOLER_PORT" && die "port $POOLER_PORT is taken by another process; stop it or set POOLER_PORT"
+  say "starting pgbouncer (transaction mode) on 127.0.0.1:$POOLER_PORT"
+  mkdir -p "$POOLER_DIR"
+  # the server password is the local stack's well-known one; clients authenticate with SCRAM against it
+  echo '"postgres" "postgres"' >"$POOLER_DIR/userlist.txt"
+  cat >"$POOLER_DIR/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$DB_PORT dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $POOLER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $POOLER_DIR/userlist.txt
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 20
+ignore_startup_parameters = extra_float_digits,options
+pidfile = $POOLER_PID
+logfile = $LOG_DIR/pgbouncer.log
+INI
+  [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$POOLER_DIR" && chmod 600 "$POOLER_DIR/userlist.txt"
+  # pgbouncer refuses to run as root, like postgres
+  as_db_owner pgbouncer -d -q "$POOLER_DIR/pgbouncer.ini" || die "pgbouncer did not start: see $LOG_DIR/pgbouncer.log"
+  for _ in $(seq 50); do port_open "$POOLER_PORT" && return 0; sleep 0.1; done
+  die "pgbouncer did not start: see $LOG_DIR/pgbouncer.log"
+}
+
 start_gateway() {
   pid_alive "$GATEWAY_PID" && return 0
   port_open "$API_PORT" && die "port $API_PORT is taken by another process; stop it or set API_PORT"
@@ -102,6 +134,7 @@ start_gateway() {
     export IDEMPOTENCY_METRICS_FLUSH_MS="${IDEMPOTENCY_METRICS_FLUSH_MS:-1000}"
     SUPABASE_URL="$API_URL" SUPABASE_DB_URL="$DB_URL" SUPABASE_JWT_SECRET="$JWT_SECRET" \
       SUPABASE_ANON_KEY="$(sign_jwt anon)" SUPABASE_SERVICE_ROLE_KEY="$(sign_jwt service_role)" PORT="$API_PORT" \
+      TRAINER_URL="${TRAINER_URL:-$API_URL/trainer}" \
       nohup deno run --allow-all --quiet scripts/gateway.ts >"$LOG_DIR/gateway.log" 2>&1 </dev/null &
     echo $! >"$GATEWAY_PID"
   )
@@ -131,6 +164,7 @@ cmd_start() {
   start_db
   migrate
   start_redis
+  start_pooler
   start_gateway
   say "stack is up; scripts/stack.sh status prints its settings"
 }
@@ -145,6 +179,7 @@ stop_db() {
 cmd_stop() {
   stop_pid "$GATEWAY_PID" "the functions gateway"
   stop_pid "$REDIS_PID" "Redis"
+  stop_pid "$POOLER_PID" "pgbouncer"
   stop_db
 }
 
@@ -157,6 +192,7 @@ cmd_status() {
 API_URL="$API_URL"
 FUNCTIONS_URL="$API_URL/functions/v1"
 DB_URL="$DB_URL"
+POOLER_URL="$POOLER_URL"
 REDIS_URL="$REDIS_URL"
 JWT_SECRET="$JWT_SECRET"
 JWKS_URL="$API_URL/auth/v1/.well-known/jwks.json"

@@ -3,14 +3,15 @@
 #   1. deno fmt --check, deno lint, deno check
 #   2. unit and store-contract tests (supabase/functions)
 #   3. database proofs: rollback and re-apply, pgTAP via `supabase test db`, `supabase db advisors`
-#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e), actions across a SIGKILL (tests/crash);
-#      the client helper (client/, tests/client) against the stack and from headless Chromium; property,
-#      model-based and hostile-input tests (tests/property)
-#   5. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
-#   6. faults (tests/faults, docs/faults.md), with production durability on: PostgreSQL restarted and
+#   4. SQL concurrency and end-to-end HTTP tests (tests/db, tests/e2e); the client helper (client/,
+#      tests/client) against the stack and from headless Chromium; the layered store under Redis chaos,
+#      Prometheus scraping the metrics endpoint, promtool alert tests, the admin CLI; property, model-based
+#      and hostile-input tests (tests/property)
+#   5. the e2e suite and the Postgres store contract through pgbouncer (transaction mode)
+#   6. the crash harness (tests/crash): SIGKILLs and PostgreSQL restarts, side effects counted per key
+#   7. store outage: PostgreSQL is stopped, fail-closed and fail-open are checked, then it is started again
+#   8. faults (tests/faults, docs/faults.md), with production durability on: PostgreSQL restarted and
 #      crashed during bursts, backends killed, a held table lock, a deleted user
-#   (4b. layered store under Redis chaos, Prometheus scraping the metrics endpoint, promtool alert tests,
-#        the admin CLI: run after 4)
 # and ends with one line: `test: N passed, N failed`.
 set -euo pipefail
 source "$(dirname "$0")/lib/env.sh"
@@ -79,10 +80,6 @@ if [ -n "$pg_tests" ] && grep -q 'Result: PASS' "$OUT"; then passed=$((passed + 
 
 deno_test "SQL concurrency and end-to-end HTTP tests" tests/db tests/e2e
 
-# Idempotent actions (issue 11): their store contracts run with the unit tests and run-actions with the
-# e2e tests above; here a worker is SIGKILLed mid-action and the action is taken over exactly once.
-deno_test "actions across a SIGKILL of the worker" tests/crash
-
 # The client helper: unit tests, then against the stack (a lost answer through a lossy proxy, a database
 # outage it stops and starts itself, a 422), then from headless Chromium on another origin.
 deno_test "client helper: unit tests" client
@@ -106,6 +103,33 @@ fi
 export FAULT_API_PORT="${FAULT_API_PORT:-$((API_PORT + 2))}"
 rm -f "$LOG_DIR/fault-figures.txt" # the tests below append their figures there
 deno_test "property and model-based tests (fast-check), hostile input over HTTP (port FAULT_API_PORT + 1)" tests/property
+
+say "end-to-end tests through pgbouncer (transaction mode, no prepared statements)"
+# A second gateway whose functions and default store connect through the pooler, as on Supabase through
+# Supavisor's port 6543; the tests count rows on the direct connection. Port 0: the gateway picks a free one.
+pooled_log="$LOCAL_DIR/logs/gateway-pooled.log"
+SUPABASE_DB_URL="$POOLER_URL" SUPABASE_JWT_SECRET="$JWT_SECRET" TRAINER_URL="$API_URL/trainer" PORT=0 \
+  deno run --allow-all --quiet scripts/gateway.ts >"$pooled_log" 2>&1 &
+pooled_pid=$!
+for _ in $(seq 300); do grep -q "functions gateway on" "$pooled_log" && break; sleep 0.1; done
+pooled_url=$(grep -Eo 'http://127\.0\.0\.1:[0-9]+' "$pooled_log" | head -1 || true)
+if [ -n "$pooled_url" ]; then
+  trainer_url="$API_URL/trainer"
+  API_URL="$pooled_url" TX_DB_URL="$POOLER_URL" TRAINER_URL="$trainer_url" \
+    deno_test "the e2e suite through pgbouncer" \
+    tests/e2e/idempotency_test.ts tests/e2e/functions_test.ts tests/e2e/transactional_test.ts
+  SUPABASE_DB_URL="$POOLER_URL" deno_test "the Postgres store contract through pgbouncer" \
+    supabase/functions/_shared/idempotency/stores/postgres_test.ts
+else
+  cat "$pooled_log"; echo "the pooled gateway did not start"; failed=$((failed + 1)); status=1
+fi
+kill "$pooled_pid" 2>/dev/null || true
+wait "$pooled_pid" 2>/dev/null || true
+
+# tests/crash also holds the actions' test: a worker SIGKILLed mid-action, the action taken over exactly once.
+say "crash harness: SIGKILL at named points, PostgreSQL restarted and crashed (production durability)"
+deno_test "exactly once under crashes" tests/crash
+cat "$LOCAL_DIR/logs/crash-report.txt" 2>/dev/null || true
 
 say "store outage: stopping PostgreSQL"
 scripts/stack.sh db-stop

@@ -6,11 +6,16 @@
  *   echo                         no work, so the wrapper's own cost shows
  *   echo+<store>                 echo wrapped with the Postgres, Redis, in-memory or layered store
  *   process-document             the real function's bare handler (a transaction of two inserts)
- *   process-document+postgres    the same, wrapped, as deployed
+ *   process-document+postgres    the same, wrapped for the response only (withIdempotency)
+ *   process-document+transactional    as deployed: withIdempotentTransaction, separate asynchronous claim
+ *   process-document+in-transaction   the same with the claim inside the handler's transaction
  */
 import { createJwtVerifier } from "../gateway/jwt.ts";
 import { createGatewayHandler, type DeployedFunction } from "../gateway/server.ts";
-import { bareHandler as processDocument } from "../../supabase/functions/process-document/index.ts";
+import processDocumentDeployed, {
+  bareHandler as processDocument,
+  work as processDocumentWork,
+} from "../../supabase/functions/process-document/index.ts";
 import { closeDb } from "../../supabase/functions/_shared/db.ts";
 import {
   type Handler,
@@ -18,6 +23,7 @@ import {
   MemoryStore,
   PostgresStore,
   withIdempotency,
+  withIdempotentTransaction,
 } from "../../supabase/functions/_shared/idempotency.ts";
 import {
   LayeredStore,
@@ -42,6 +48,18 @@ function deploy(stores: Record<string, IdempotencyStore>): Map<string, DeployedF
     ["echo", { handler: echo, verifyJwt: true }],
     ["process-document", { handler: processDocument, verifyJwt: true }],
     ["process-document+postgres", wrap(processDocument, "process-document", stores.postgres!)],
+    // transactional mode as deployed (separate asynchronous claim), and with the claim in the transaction
+    ["process-document+transactional", { handler: processDocumentDeployed.fetch, verifyJwt: true }],
+    [
+      "process-document+in-transaction",
+      {
+        handler: withIdempotentTransaction(processDocumentWork, {
+          functionName: "bench-process-document-in-tx",
+          claim: "in-transaction",
+        }),
+        verifyJwt: true,
+      },
+    ],
   ]);
   for (const [name, store] of Object.entries(stores)) fns.set(`echo+${name}`, wrap(echo, "echo", store));
   return fns;

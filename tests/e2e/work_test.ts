@@ -9,32 +9,46 @@ import { generateTrainingData } from "../../supabase/functions/generate-training
 import { parseGenerateTrainingDataRequest } from "../../supabase/functions/generate-training-data/validate.ts";
 import { processDocument } from "../../supabase/functions/process-document/process.ts";
 import { parseProcessDocumentRequest } from "../../supabase/functions/process-document/validate.ts";
-import { startTraining } from "../../supabase/functions/start-training/train.ts";
+import { checkDataset, queueTrainingJob } from "../../supabase/functions/start-training/train.ts";
+import type { Tx } from "../../supabase/functions/_shared/db.ts";
 import { parseStartTrainingRequest } from "../../supabase/functions/start-training/validate.ts";
 import { DB_URL, e2eTest } from "./support.ts";
+import type { StartTrainingInput } from "../../supabase/functions/start-training/validate.ts";
+
+/** start-training's database work without a trainer: the dataset check, then the job row. */
+async function startTraining(tx: Tx, userId: string | null, input: StartTrainingInput) {
+  await checkDataset(tx, userId, input);
+  return await queueTrainingJob(tx, userId, input, null);
+}
 
 e2eTest("the work runs unprepared (transaction pooler mode) and stores real JSON", async (t) => {
   const user = await t.newUser();
   const sql = createSql({ url: DB_URL, prepare: false, max: 1 });
   try {
-    const doc = await processDocument(
-      sql,
-      user.id,
-      parseProcessDocumentRequest(JSON.stringify({ title: "T", content: "One two. Three." })),
+    const doc = await sql.begin((tx) =>
+      processDocument(
+        tx,
+        user.id,
+        parseProcessDocumentRequest(JSON.stringify({ title: "T", content: "One two. Three." })),
+      )
     );
-    const data = await generateTrainingData(
-      sql,
-      user.id,
-      parseGenerateTrainingDataRequest(JSON.stringify({ name: "D", task: "summarization", count: 4 })),
+    const data = await sql.begin((tx) =>
+      generateTrainingData(
+        tx,
+        user.id,
+        parseGenerateTrainingDataRequest(JSON.stringify({ name: "D", task: "summarization", count: 4 })),
+      )
     );
-    const job = await startTraining(
-      sql,
-      user.id,
-      parseStartTrainingRequest(JSON.stringify({
-        model_name: "m",
-        hyperparameters: { learning_rate: 0.1, epochs: 1, batch_size: 1 },
-        dataset_id: data.dataset_id,
-      })),
+    const job = await sql.begin((tx) =>
+      startTraining(
+        tx,
+        user.id,
+        parseStartTrainingRequest(JSON.stringify({
+          model_name: "m",
+          hyperparameters: { learning_rate: 0.1, epochs: 1, batch_size: 1 },
+          dataset_id: data.dataset_id,
+        })),
+      )
     );
     const [row] = await t.sql`
       select jsonb_typeof(j.result) as result, j.operations,
@@ -66,8 +80,8 @@ e2eTest("a dataset of another user, or a service dataset, is not found for a use
     const input = parseGenerateTrainingDataRequest(
       JSON.stringify({ name: "D", task: "summarization", count: 1 }),
     );
-    const bobs = await generateTrainingData(sql, bob.id, input);
-    const service = await generateTrainingData(sql, null, input);
+    const bobs = await sql.begin((tx) => generateTrainingData(tx, bob.id, input));
+    const service = await sql.begin((tx) => generateTrainingData(tx, null, input));
     t.defer(() => t.sql`delete from public.training_datasets where id = ${service.dataset_id}`);
     const hyperparameters = { learning_rate: 0.1, epochs: 1, batch_size: 1 };
     for (const datasetId of [bobs.dataset_id, service.dataset_id, crypto.randomUUID()]) {
@@ -75,17 +89,19 @@ e2eTest("a dataset of another user, or a service dataset, is not found for a use
         JSON.stringify({ model_name: "m", hyperparameters, dataset_id: datasetId }),
       );
       await assert.rejects(
-        startTraining(sql, alice.id, input),
+        sql.begin((tx) => startTraining(tx, alice.id, input)),
         (e: { code?: string }) => e.code === "NOT_FOUND",
       );
     }
     // the service trains on a service dataset
-    const job = await startTraining(
-      sql,
-      null,
-      parseStartTrainingRequest(
-        JSON.stringify({ model_name: "m", hyperparameters, dataset_id: service.dataset_id }),
-      ),
+    const job = await sql.begin((tx) =>
+      startTraining(
+        tx,
+        null,
+        parseStartTrainingRequest(
+          JSON.stringify({ model_name: "m", hyperparameters, dataset_id: service.dataset_id }),
+        ),
+      )
     );
     t.defer(() => t.sql`delete from public.training_jobs where id = ${job.job_id}`);
     assert.equal(job.dataset_id, service.dataset_id);

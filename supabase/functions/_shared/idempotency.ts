@@ -80,5 +80,16 @@ export {
   type PostgresClient,
   PostgresStore,
   type PostgresStoreOptions,
+  type PostgresTransaction,
   preparedStatementsSupported,
 } from "./idempotency/stores/postgres.ts";
+export { closeSharedPool, openPool, type PoolOptions, sharedPool } from "./idempotency/pool.ts";
+export {
+  type TransactionalHandler,
+  type TransactionalHooks,
+  type TransactionalOptions,
+  type TransactionCaller,
+  type TransactionContext,
+  withIdempotentTransaction,
+} from "./idempotency/transactional.ts";
+export { stepKeyOf } from "./idempotency/steps.ts";

@@ -5,30 +5,30 @@
  *     { "name", "task", "count", "seed"?, "template"?, "labels"? }
  *   → 201 { dataset_id, name, task, seed, example_count, stats, preview }
  *
- * Send `Idempotency-Key` to make retries safe: the first request generates, retries get its answer.
+ * Send `Idempotency-Key` to make retries safe: the dataset, its stats and the stored answer commit in one
+ * transaction, so the work happens once and retries get its answer back.
  */
 
-import { rowOwnerOf } from "../_shared/caller.ts";
-import { db } from "../_shared/db.ts";
+import { rowOwner } from "../_shared/caller.ts";
 import { jsonResponse, requireMethod, respond } from "../_shared/http.ts";
-import { withIdempotency } from "../_shared/idempotency.ts";
+import { type TransactionContext, withIdempotentTransaction } from "../_shared/idempotency.ts";
 import { generateTrainingData } from "./dataset.ts";
 import { parseGenerateTrainingDataRequest } from "./validate.ts";
 
-/** The function without idempotency: validate, then generate and store in one transaction. */
-export function bareHandler(req: Request): Promise<Response> {
+/** The work: validate, then generate and store through the given transaction. */
+export function work(req: Request, { tx, caller }: TransactionContext): Promise<Response> {
   return respond(async () => {
     requireMethod(req, "POST");
-    const owner = await rowOwnerOf(req);
+    const owner = rowOwner(caller);
     const input = parseGenerateTrainingDataRequest(await req.text());
-    return jsonResponse(await generateTrainingData(db(), owner, input), 201);
+    return jsonResponse(await generateTrainingData(tx, owner, input), 201);
   });
 }
 
 /**
- * The function as deployed: {@link bareHandler} made idempotent per user and key. Supabase's runtime (and
- * `deno serve`, and the local gateway) serves this default export.
+ * The function as deployed: exactly once per user and key, rows and answer in one transaction. Supabase's runtime (and `deno serve`, and the local gateway) serves
+ * this default export.
  */
-export default {
-  fetch: withIdempotency(bareHandler, { functionName: "generate-training-data" }),
-} satisfies Deno.ServeDefaultExport;
+const handler = withIdempotentTransaction(work, { functionName: "generate-training-data" });
+
+export default { fetch: handler } satisfies Deno.ServeDefaultExport;

@@ -1,6 +1,6 @@
 /** The work of process-document: analyse the text, then store the document and its job in one transaction. */
 
-import { jsonb, type Sql } from "../_shared/db.ts";
+import { jsonb, type Tx } from "../_shared/db.ts";
 import { sha256Hex, statistics, summarize, topKeywords, wordCount } from "./analyze.ts";
 import type { ProcessDocumentInput } from "./validate.ts";
 
@@ -45,29 +45,30 @@ export function runOperations(input: ProcessDocumentInput): OperationResults {
   return result;
 }
 
-/** Inserts the document and its completed processing job for `userId` (null: a service call), atomically. */
+/**
+ * Inserts the document and its completed processing job for `userId` (null: a service call) through `tx`,
+ * so they commit together (with the stored answer, under the idempotency wrapper).
+ */
 export async function processDocument(
-  sql: Sql,
+  tx: Tx,
   userId: string | null,
   input: ProcessDocumentInput,
 ): Promise<ProcessDocumentResult> {
   const digest = await sha256Hex(input.content);
   const words = wordCount(input.content);
   const result = runOperations(input);
-  const ids = await sql.begin(async (tx) => {
-    const [document] = await tx<{ id: string }[]>`
-      insert into public.documents (user_id, title, content, content_sha256, word_count)
-      values (${userId}, ${input.title}, ${input.content}, ${digest}, ${words})
-      returning id`;
-    const [job] = await tx<{ id: string }[]>`
-      insert into public.document_processing_jobs (document_id, user_id, status, operations, result)
-      values (${document!.id}, ${userId}, 'completed', ${input.operations}::text[], ${jsonb(tx, result)})
-      returning id`;
-    return { documentId: document!.id, jobId: job!.id };
-  });
+  const [document] = await tx<{ id: string }[]>`
+    insert into public.documents (user_id, title, content, content_sha256, word_count)
+    values (${userId}, ${input.title}, ${input.content}, ${digest}, ${words})
+    returning id`;
+  const documentId = document!.id;
+  const [job] = await tx<{ id: string }[]>`
+    insert into public.document_processing_jobs (document_id, user_id, status, operations, result)
+    values (${documentId}, ${userId}, 'completed', ${input.operations}::text[], ${jsonb(tx, result)})
+    returning id`;
   return {
-    document_id: ids.documentId,
-    job_id: ids.jobId,
+    document_id: documentId,
+    job_id: job!.id,
     status: "completed",
     title: input.title,
     word_count: words,

@@ -286,12 +286,7 @@ export class ResilientPostgres {
    * @returns the same error.
    */
   observe(error: unknown): unknown {
-    if (isConnectionFailure(error)) {
-      // Every pool of this process talks to the same server: what closed one's connections closed the others'.
-      const reason = `connection failure: ${error instanceof Error ? error.message : String(error)}`;
-      for (const pool of livePools) pool.recycle(reason);
-    }
-    return error;
+    return observeDatabaseError(error);
   }
 
   /**
@@ -303,6 +298,21 @@ export class ResilientPostgres {
     livePools.delete(this);
     await this.#current.end({ timeout: timeoutSeconds });
   }
+}
+
+/**
+ * Recycles every live pool when `error` is a connection failure: every pool of this process talks to the same
+ * server, so what closed one's connections closed the others'. For callers that hold only a pool's `sql`.
+ *
+ * @param error what a query rejected with.
+ * @returns the same error.
+ */
+export function observeDatabaseError(error: unknown): unknown {
+  if (isConnectionFailure(error)) {
+    const reason = `connection failure: ${error instanceof Error ? error.message : String(error)}`;
+    for (const pool of livePools) pool.recycle(reason);
+  }
+  return error;
 }
 
 /**

@@ -5,6 +5,7 @@
 import type { GetUserId } from "./auth.ts";
 import type { MetricsRecorder } from "./metrics.ts";
 import type { IdempotencyStore } from "./store.ts";
+import { closeSharedPool, sharedPool } from "./pool.ts";
 import { PostgresStore } from "./stores/postgres.ts";
 
 /**
@@ -303,7 +304,8 @@ function checkChoice(name: string, value: string, choices: readonly string[]): v
 let sharedDefaultStore: PostgresStore | undefined;
 
 /**
- * The default store, a {@link PostgresStore} on `SUPABASE_DB_URL`, created on first use.
+ * The default store, a {@link PostgresStore} on the isolate's shared pool (`SUPABASE_DB_URL`, see pool.ts),
+ * created on first use: the store and the function's own queries share one set of connections.
  *
  * @returns The shared default store.
  * @throws {Error} when `SUPABASE_DB_URL` is unset.
@@ -316,7 +318,7 @@ let sharedDefaultStore: PostgresStore | undefined;
  * ```
  */
 export function defaultStore(): IdempotencyStore {
-  sharedDefaultStore ??= new PostgresStore();
+  sharedDefaultStore ??= new PostgresStore({ sql: sharedPool() });
   return sharedDefaultStore;
 }
 
@@ -335,4 +337,5 @@ export async function closeDefaultStore(): Promise<void> {
   const store = sharedDefaultStore;
   sharedDefaultStore = undefined;
   await store?.close();
+  await closeSharedPool();
 }

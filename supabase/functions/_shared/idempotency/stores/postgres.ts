@@ -9,7 +9,7 @@
 import postgres from "npm:postgres@3.4.9";
 import { storedResponse, toBeginResult } from "../_begin_rules.ts";
 import { IdempotencyError } from "../errors.ts";
-import { ResilientPostgres, withDeadline } from "../_postgres_client.ts";
+import { observeDatabaseError, ResilientPostgres, withDeadline } from "../_postgres_client.ts";
 import type {
   BeginInput,
   BeginResult,
@@ -35,6 +35,22 @@ import type {
  * ```
  */
 export type PostgresClient = postgres.Sql;
+
+/**
+ * An open transaction of a {@link PostgresClient}, as `sql.begin` hands it to its callback.
+ *
+ * @example Write two rows atomically
+ * ```ts
+ * import type { PostgresTransaction } from "./postgres.ts";
+ *
+ * async function twoRows(tx: PostgresTransaction): Promise<void> {
+ *   await tx`insert into public.notifications (message) values ('one')`;
+ *   await tx`insert into public.notifications (message) values ('two')`;
+ * }
+ * console.assert(typeof twoRows === "function");
+ * ```
+ */
+export type PostgresTransaction = postgres.TransactionSql;
 
 /**
  * Options for {@link PostgresStore}.
@@ -91,8 +107,8 @@ export interface PostgresStoreOptions {
   statementTimeoutMs?: number;
 }
 
-/** One row of `idempotency_begin`. */
-interface BeginRow {
+/** One row of `idempotency_begin` (and of `idempotency_begin_async`, which returns the same). */
+export interface BeginRow {
   outcome: string;
   record_id: string;
   lease_token: string | null;
@@ -192,22 +208,7 @@ export class PostgresStore implements IdempotencyStore {
         (rows) => this.#releaseLateClaim(rows),
       );
       if (!row) throw new Error("idempotency_begin returned no row");
-      return toBeginResult({
-        outcome: row.outcome,
-        recordId: row.record_id,
-        leaseToken: row.lease_token,
-        attempt: row.attempt_count,
-        replayCount: row.replay_count,
-        retryAfterSeconds: row.retry_after_seconds,
-        // postgres.js hands out a Buffer that may share a pooled slab: copy into a plain Uint8Array of its own.
-        response: () =>
-          storedResponse(
-            row.status_code,
-            row.response_headers,
-            row.response ? new Uint8Array(row.response) : new Uint8Array(0),
-            row.response_encoding,
-          ),
-      });
+      return beginRowResult(row);
     });
   }
 
@@ -336,7 +337,8 @@ export class PostgresStore implements IdempotencyStore {
     try {
       return await call();
     } catch (error) {
-      this.#pool?.observe(error);
+      // recycles this store's pool, or a shared one passed in as `sql`
+      observeDatabaseError(error);
       if (isMissingUser(error)) {
         throw new IdempotencyError("USER_NOT_FOUND", "The signed-in user no longer exists", { cause: error });
       }
@@ -344,6 +346,32 @@ export class PostgresStore implements IdempotencyStore {
       throw new Error(`postgres store: ${method} failed: ${message}`, { cause: error });
     }
   }
+}
+
+/**
+ * The outcome a row of `idempotency_begin` (or `idempotency_begin_async`) stands for.
+ *
+ * @param row One row of the function.
+ * @returns The typed outcome, as the begin rules name it.
+ * @throws {Error} on an unknown outcome.
+ */
+export function beginRowResult(row: BeginRow): BeginResult {
+  return toBeginResult({
+    outcome: row.outcome,
+    recordId: row.record_id,
+    leaseToken: row.lease_token,
+    attempt: row.attempt_count,
+    replayCount: row.replay_count,
+    retryAfterSeconds: row.retry_after_seconds,
+    // postgres.js hands out a Buffer that may share a pooled slab: copy into a plain Uint8Array of its own.
+    response: () =>
+      storedResponse(
+        row.status_code,
+        row.response_headers,
+        row.response ? new Uint8Array(row.response) : new Uint8Array(0),
+        row.response_encoding,
+      ),
+  });
 }
 
 function toKeyStatus(row: StatusRow): KeyStatus {
@@ -379,21 +407,25 @@ function storeTimeoutFromEnv(): number {
 }
 
 /**
- * Whether named prepared statements are safe on `url` (anything but the transaction-mode pooler).
+ * Whether named prepared statements are safe on `url`: not on Supavisor's transaction-mode port 6543, and
+ * not when the URL says `prepare=false` (postgres.js's own URL option, never sent to the server: mark any
+ * other transaction pooler's URL with it, e.g. a local pgbouncer's). Anything else: yes.
  *
  * @param url A Postgres connection string.
- * @returns `false` on port 6543 (Supavisor's transaction mode), `true` otherwise (and for an unparsable URL).
+ * @returns `false` when the next transaction may run on a server connection that lacks the statement.
  * @example Open a pool that fits the pooler
  * ```ts
  * import { preparedStatementsSupported } from "./postgres.ts";
  *
  * console.assert(!preparedStatementsSupported("postgresql://u:p@db.example.com:6543/postgres"));
+ * console.assert(!preparedStatementsSupported("postgresql://u:p@127.0.0.1:54329/postgres?prepare=false"));
  * console.assert(preparedStatementsSupported("postgresql://u:p@db.example.com:5432/postgres"));
  * ```
  */
 export function preparedStatementsSupported(url: string): boolean {
   try {
-    return new URL(url).port !== TRANSACTION_POOLER_PORT;
+    const parsed = new URL(url);
+    return parsed.port !== TRANSACTION_POOLER_PORT && parsed.searchParams.get("prepare") !== "false";
   } catch {
     return true;
   }
