@@ -1,0 +1,324 @@
+/**
+ * Throughput mode of the benchmark (`deno task bench --throughput`): distinct keys, many clients at once.
+ *
+ *   scripts/stack.sh start && deno task bench --throughput [--duration 5] [--rounds 3] [--clients 8,32] [--fast]
+ *
+ * (a) The store alone: `begin` + `complete` of a new key through the real {@link PostgresStore} on the pool as
+ *     deployed (`openPool`: a ResilientPostgres of 10 connections, the isolate's shared pool's settings), from
+ *     N concurrent loops in this process, next to pgbench running the same two statements
+ *     (`select * from idempotency_begin(...)`, then `select idempotency_complete(...)`, each its own
+ *     transaction, random keys) with N clients. With prepared statements (`-M prepared`; the store's default on
+ *     a direct connection) and without (`prepare: false`, as behind a transaction pooler; postgres.js then
+ *     sends unnamed extended-protocol statements, which is pgbench's `-M extended`). Rates are pairs/s.
+ * (b) Over HTTP through the gateway's request handler in a process of its own (scripts/bench/serve.ts, as the
+ *     latency mode): `process-document` bare, wrapped for the response only (`withIdempotency` with the default
+ *     PostgresStore) and transactional (`withIdempotentTransaction`, as deployed), N concurrent clients each
+ *     sending requests with new keys; requests/s of 201 answers.
+ *
+ * Every scenario runs `--duration` seconds, and the whole list runs `--rounds` times, in a rotated order each
+ * round, so a noisy moment of the machine hits every scenario alike; the figure is each scenario's median over
+ * the rounds, and ratios are of those medians. PostgreSQL runs with production durability unless `--fast`.
+ */
+import postgres from "postgres";
+import { openPool } from "../../supabase/functions/_shared/idempotency.ts";
+import { PostgresStore } from "../../supabase/functions/_shared/idempotency.ts";
+import { signJwt } from "../../tests/support/jwt.ts";
+import { percentile, productionDurability, startServer } from "./common.ts";
+
+/** What the throughput mode runs. */
+export interface ThroughputOptions {
+  /** The superuser connection string of the stack's database. */
+  dbUrl: string;
+  /** Seconds per scenario and round. */
+  durationSeconds: number;
+  /** How many times every scenario runs (rotated order each round). */
+  rounds: number;
+  /** Concurrent clients, one measurement per value. */
+  clients: number[];
+  /** Skip production durability (development only). */
+  fast: boolean;
+}
+
+/** One measured series at one client count: its rate in each round. */
+interface Series {
+  name: string;
+  clients: number;
+  rates: number[];
+  run: (clients: number, seconds: number) => Promise<number>;
+}
+
+const FUNCTION_NAME = "bench-throughput";
+/** A stored answer of process-document's size and shape. */
+const BODY = new TextEncoder().encode(JSON.stringify({
+  document_id: "6f1c1d55-8f5a-4f43-a0d4-4a8d7a4c2e11",
+  job_id: "0b7e3a55-2f0c-4a52-8d9e-6f3f4a1c9b20",
+  status: "completed",
+  title: "Bench",
+  word_count: 6,
+  content_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+}));
+const HEADERS = { "content-type": "application/json" };
+const FINGERPRINT = "a".repeat(64);
+const TTL_SECONDS = 86_400;
+const LEASE_SECONDS = 30;
+const WARMUP_SECONDS = 1;
+
+/**
+ * Runs the throughput mode and prints its table and goal lines.
+ *
+ * @param options what to run.
+ * @throws {Error} on invalid options, or when a scenario fails (a non-201, a refused claim, pgbench's exit).
+ */
+export async function runThroughput(options: ThroughputOptions): Promise<void> {
+  const { dbUrl, durationSeconds, rounds, clients } = options;
+  if (!(durationSeconds > 0) || !Number.isInteger(rounds) || rounds < 1) {
+    throw new Error("--duration must be > 0 and --rounds a whole number >= 1");
+  }
+  if (clients.some((c) => !Number.isInteger(c) || c < 1)) throw new Error("--clients: whole numbers >= 1");
+  const admin = postgres(dbUrl, { max: 1, onnotice: () => {} });
+  const restore = options.fast ? async () => {} : await productionDurability(admin);
+  const [user] = await admin<{ id: string }[]>`
+    insert into auth.users (email) values (${`bench-${crypto.randomUUID()}@bench.local`}) returning id`;
+  const userId = user!.id;
+  const run = crypto.randomUUID().slice(0, 8);
+  const pgbenchScript = await Deno.makeTempFile({ suffix: ".sql" });
+  await Deno.writeTextFile(pgbenchScript, PGBENCH_SCRIPT);
+  const prepared = new PostgresStore({ sql: openPool({ url: dbUrl }) });
+  const unprepared = new PostgresStore({ sql: openPool({ url: dbUrl, prepare: false }) });
+  const server = await startServer();
+  try {
+    const pgbench = (mode: string) => (c: number, s: number) =>
+      pgbenchRate({ dbUrl, mode, clients: c, seconds: s, script: pgbenchScript, userId, run });
+    const store = (s: PostgresStore, tag: string) => (c: number, seconds: number) =>
+      storeRate(s, { clients: c, seconds, userId, keyPrefix: `tp-${run}-${tag}-` });
+    const http = (fn: string) => {
+      const base = `http://127.0.0.1:${server.port}/functions/v1/${fn}`;
+      return async (c: number, seconds: number) =>
+        httpRate(
+          base,
+          { clients: c, seconds, token: await signJwt({ sub: userId, role: "authenticated" }) },
+          {
+            keyed: fn !== "process-document",
+            keyPrefix: `tp-${run}-${fn.replace("+", "_")}-`,
+          },
+        );
+    };
+    const kinds: [string, Series["run"]][] = [
+      [STORE_PGBENCH_PREPARED, pgbench("prepared")],
+      [STORE_PREPARED, store(prepared, "p")],
+      [STORE_PGBENCH_EXTENDED, pgbench("extended")],
+      [STORE_UNPREPARED, store(unprepared, "u")],
+      [HTTP_BARE, http("process-document")],
+      [HTTP_WRAPPED, http("process-document+postgres")],
+      [HTTP_TRANSACTIONAL, http("process-document+transactional")],
+    ];
+    const list: Series[] = clients.flatMap((c) =>
+      kinds.map(([name, run]) => ({ name, clients: c, rates: [], run }))
+    );
+    console.log(
+      `throughput: distinct keys; ${durationSeconds} s per scenario, ${rounds} round(s), order rotated each ` +
+        `round; clients ${clients.join(", ")}\nserver: the gateway's handler in its own process ` +
+        `(scripts/bench/serve.ts); load average before: ${await loadAverage()}\n`,
+    );
+    // warm-up, not measured: the store's pools connect, the server's pool fills, the JIT settles
+    for (const s of list.filter((s) => !s.name.includes("pgbench"))) await s.run(s.clients, WARMUP_SECONDS);
+    for (let round = 0; round < rounds; round++) {
+      const shift = round % list.length;
+      for (const s of [...list.slice(shift), ...list.slice(0, shift)]) {
+        s.rates.push(await s.run(s.clients, durationSeconds));
+      }
+    }
+    console.log(`load average after: ${await loadAverage()}\n`);
+    report(list, clients);
+  } finally {
+    server.process.kill("SIGTERM");
+    await server.process.status;
+    await Promise.allSettled([prepared.close(), unprepared.close()]);
+    await Deno.remove(pgbenchScript).catch(() => {});
+    // the user's keys and documents go with it (on delete cascade)
+    await admin`delete from auth.users where id = ${userId}`;
+    await restore();
+    await admin.end();
+  }
+}
+
+const STORE_PGBENCH_PREPARED = "store SQL: pgbench -M prepared";
+const STORE_PREPARED = "store: PostgresStore (prepared)";
+const STORE_PGBENCH_EXTENDED = "store SQL: pgbench -M extended";
+const STORE_UNPREPARED = "store: PostgresStore (prepare: false)";
+const HTTP_BARE = "http: process-document bare";
+const HTTP_WRAPPED = "http: response-only (withIdempotency)";
+const HTTP_TRANSACTIONAL = "http: transactional (as deployed)";
+
+/** The same two statements as PostgresStore's begin and complete, each its own transaction. */
+const PGBENCH_SCRIPT = `\\set r random(1, 9000000000000000)
+select record_id, lease_token from public.idempotency_begin('tp-' || :run::text || '-b-' || :r::text, :user::uuid, '${FUNCTION_NAME}', :fp::text, ${TTL_SECONDS}, ${LEASE_SECONDS}) \\gset
+select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, 'identity', :headers::jsonb);
+`;
+
+/** pgbench's transactions/s (each one a begin + complete pair) for `clients` clients over `seconds`. */
+async function pgbenchRate(
+  o: {
+    dbUrl: string;
+    mode: string;
+    clients: number;
+    seconds: number;
+    script: string;
+    userId: string;
+    run: string;
+  },
+): Promise<number> {
+  const hex = [...BODY].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const args = [
+    "-n",
+    "-M",
+    o.mode,
+    "-c",
+    String(o.clients),
+    "-j",
+    String(Math.min(o.clients, 2)),
+    "-T",
+    String(Math.max(1, Math.round(o.seconds))),
+    "-f",
+    o.script,
+    "-D",
+    `run=${o.run}`,
+    "-D",
+    `user=${o.userId}`,
+    "-D",
+    `fp=${FINGERPRINT}`,
+    "-D",
+    `body=\\x${hex}`,
+    "-D",
+    `headers=${JSON.stringify(HEADERS)}`,
+    o.dbUrl,
+  ];
+  const out = await new Deno.Command(pgbenchPath(), { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  const tps = /^tps = ([0-9.]+)/m.exec(text);
+  const failed = /^number of failed transactions: (\d+)/m.exec(text);
+  if (!out.success || !tps || (failed && failed[1] !== "0")) throw new Error(`pgbench failed:\n${text}`);
+  return Number(tps[1]);
+}
+
+/** Debian's pgbench of PostgreSQL 15 (PG_BIN as the stack scripts), else the one in PATH. */
+function pgbenchPath(): string {
+  const bin = `${Deno.env.get("PG_BIN") ?? "/usr/lib/postgresql/15/bin"}/pgbench`;
+  try {
+    Deno.statSync(bin);
+    return bin;
+  } catch {
+    return "pgbench";
+  }
+}
+
+/** Pairs/s of `begin` + `complete` of new keys through `store`, from `clients` concurrent loops. */
+async function storeRate(
+  store: PostgresStore,
+  o: { clients: number; seconds: number; userId: string; keyPrefix: string },
+): Promise<number> {
+  const response = { status: 201, headers: HEADERS, body: BODY, encoding: "identity" as const };
+  return await closedLoop(o.clients, o.seconds, async () => {
+    const claim = await store.begin({
+      key: o.keyPrefix + crypto.randomUUID(),
+      userId: o.userId,
+      functionName: FUNCTION_NAME,
+      fingerprint: FINGERPRINT,
+      ttlSeconds: TTL_SECONDS,
+      lockTimeoutSeconds: LEASE_SECONDS,
+    });
+    if (claim.outcome !== "started") throw new Error(`begin of a new key gave ${claim.outcome}`);
+    const lease = { recordId: claim.recordId, leaseToken: claim.leaseToken };
+    if (!(await store.complete(lease, response))) throw new Error("complete refused a fresh lease");
+  });
+}
+
+/** Requests/s of 201 answers from `clients` concurrent HTTP clients, each request with a new key. */
+async function httpRate(
+  url: string,
+  o: { clients: number; seconds: number; token: string },
+  keys: { keyed: boolean; keyPrefix: string },
+): Promise<number> {
+  const body = JSON.stringify({ title: "Bench", content: "One sentence. Another sentence with words." });
+  const headers = { authorization: `Bearer ${o.token}`, "content-type": "application/json" };
+  return await closedLoop(o.clients, o.seconds, async () => {
+    const res = await fetch(url, {
+      method: "POST",
+      headers: keys.keyed ? { ...headers, "idempotency-key": keys.keyPrefix + crypto.randomUUID() } : headers,
+      body,
+    });
+    const text = await res.text();
+    if (res.status !== 201) {
+      throw new Error(`${url}: HTTP ${res.status}, expected 201: ${text.slice(0, 200)}`);
+    }
+  });
+}
+
+/**
+ * `clients` loops, each calling `once` until `seconds` have passed; completed calls per second of wall time
+ * (until the last loop's last call ended).
+ */
+async function closedLoop(clients: number, seconds: number, once: () => Promise<void>): Promise<number> {
+  const start = performance.now();
+  const until = start + seconds * 1000;
+  let done = 0;
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (performance.now() < until) {
+      await once();
+      done++;
+    }
+  }));
+  return done / ((performance.now() - start) / 1000);
+}
+
+async function loadAverage(): Promise<string> {
+  try {
+    return (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "unknown";
+  }
+}
+
+function report(list: Series[], clients: number[]): void {
+  const median = (name: string, c: number) => percentile(find(list, name, c).rates, 50);
+  const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+  const head = clients.map((c) => `${c} clients`.padStart(26)).join("");
+  console.log(`${"scenario (median of rounds; per round)".padEnd(40)}${head}`);
+  const baseline: Record<string, string> = {
+    [STORE_PREPARED]: STORE_PGBENCH_PREPARED,
+    [STORE_UNPREPARED]: STORE_PGBENCH_EXTENDED,
+    [HTTP_WRAPPED]: HTTP_BARE,
+    [HTTP_TRANSACTIONAL]: HTTP_BARE,
+  };
+  for (const name of [...new Set(list.map((s) => s.name))]) {
+    const cells = clients.map((c) => {
+      const m = median(name, c);
+      const base = baseline[name];
+      const ratio = base ? ` (${Math.round((100 * m) / median(base, c))} %)` : "";
+      return `${fmt(m)}/s${ratio}`.padStart(26);
+    });
+    console.log(`${name.padEnd(40)}${cells.join("")}`);
+  }
+  console.log("\nper round (/s):");
+  for (const s of list) {
+    console.log(`  ${s.name.padEnd(40)} ${String(s.clients).padStart(3)}: ${s.rates.map(fmt).join(", ")}`);
+  }
+  console.log("\ngoals, from this run's medians:");
+  for (const c of clients) {
+    const store = median(STORE_PREPARED, c) / median(STORE_PGBENCH_PREPARED, c);
+    const tx = median(HTTP_TRANSACTIONAL, c) / median(HTTP_BARE, c);
+    console.log(
+      `  ${String(c).padStart(3)} clients: PostgresStore >= 80 % of pgbench (-M prepared): ` +
+        `${store >= 0.8 ? "met" : "NOT met"} (${
+          (100 * store).toFixed(0)
+        } %); transactional >= 70 % of bare: ` +
+        `${tx >= 0.7 ? "met" : "NOT met"} (${(100 * tx).toFixed(0)} %)`,
+    );
+  }
+}
+
+function find(list: Series[], name: string, clients: number): Series {
+  const s = list.find((x) => x.name === name && x.clients === clients);
+  if (!s) throw new Error(`no series ${name} at ${clients}`);
+  return s;
+}
