@@ -2,7 +2,7 @@
  * Latency of bare and wrapped handlers over HTTP through the functions gateway, from one run.
  *
  *   scripts/stack.sh start && deno run --allow-all scripts/bench.ts [--requests 400] [--fast]
- *   deno task bench --throughput [--duration 5] [--rounds 3] [--clients 8,32] [--fast]
+ *   deno task bench --throughput [--duration 5] [--rounds 3] [--clients 8,32] [--only store|http] [--fast]
  *
  * PostgreSQL runs with production durability (fsync, synchronous_commit, full_page_writes on) unless --fast.
  *
@@ -135,6 +135,7 @@ async function main() {
       duration: { type: "string", default: "5" },
       rounds: { type: "string", default: "3" },
       clients: { type: "string", default: "8,32" },
+      only: { type: "string", default: "" },
     },
   });
   if (values.throughput) {
@@ -144,6 +145,7 @@ async function main() {
       rounds: Number(values.rounds),
       clients: values.clients.split(",").map(Number),
       fast: values.fast,
+      only: values.only,
     });
   }
   const requests = Number(values.requests);
