@@ -78,6 +78,10 @@ const FINGERPRINT = "a".repeat(64);
 const TTL_SECONDS = 86_400;
 const LEASE_SECONDS = 30;
 const WARMUP_SECONDS = 1;
+/** openPool's default size, as deployed (pool.ts). */
+const POOL_MAX = 10;
+/** pgbench's worker threads (`-j`): one per core of this machine. */
+const PGBENCH_THREADS = 2;
 
 /**
  * Runs the throughput mode and prints its table and goal lines.
@@ -99,8 +103,12 @@ export async function runThroughput(options: ThroughputOptions): Promise<void> {
   const run = crypto.randomUUID().slice(0, 8);
   const pgbenchScript = await Deno.makeTempFile({ suffix: ".sql" });
   await Deno.writeTextFile(pgbenchScript, PGBENCH_SCRIPT);
-  const prepared = new PostgresStore({ sql: openPool({ url: dbUrl }) });
-  const unprepared = new PostgresStore({ sql: openPool({ url: dbUrl, prepare: false }) });
+  // as deployed: the default store is a PostgresStore on the isolate's pool (openPool's settings)
+  const pools = [openPool({ url: dbUrl }), openPool({ url: dbUrl, prepare: false })] as const;
+  const prepared = new PostgresStore({ sql: pools[0] });
+  // the driver's own ceiling: the same two statements on a plain postgres.js pool of the same size
+  const driver = postgres(dbUrl, { max: POOL_MAX, onnotice: () => {} });
+  const unprepared = new PostgresStore({ sql: pools[1] });
   const server = await startServer();
   try {
     const pgbench = (mode: string) => (c: number, s: number) =>
@@ -122,6 +130,11 @@ export async function runThroughput(options: ThroughputOptions): Promise<void> {
       [STORE_PREPARED, store(prepared, "p")],
       [STORE_PGBENCH_EXTENDED, pgbench("extended")],
       [STORE_UNPREPARED, store(unprepared, "u")],
+      [
+        STORE_DRIVER,
+        (c: number, seconds: number) =>
+          driverRate(driver, { clients: c, seconds, userId, keyPrefix: `tp-${run}-d-` }),
+      ],
       [HTTP_BARE, http("process-document")],
       [HTTP_WRAPPED, http("process-document+postgres")],
       [HTTP_TRANSACTIONAL, http("process-document+transactional")],
@@ -137,8 +150,10 @@ export async function runThroughput(options: ThroughputOptions): Promise<void> {
     );
     console.log(
       `throughput: distinct keys; ${durationSeconds} s per scenario, ${rounds} round(s), order rotated each ` +
-        `round; clients ${clients.join(", ")}\nserver: the gateway's handler in its own process ` +
-        `(scripts/bench/serve.ts); load average before: ${await loadAverage()}\n`,
+        `round; clients ${clients.join(", ")}\nstore: PostgresStore on openPool() (ResilientPostgres, ` +
+        `${POOL_MAX} connections), in this process; ${await pgbenchVersion()}, ${PGBENCH_THREADS} threads\n` +
+        `http: the gateway's handler in its own process (scripts/bench/serve.ts), the isolate's one pool of ` +
+        `${POOL_MAX}\nload average before: ${await loadAverage()}\n`,
     );
     // warm-up, not measured: the store's pools connect, the server's pool fills, the JIT settles
     for (const s of list.filter((s) => !s.name.includes("pgbench"))) await s.run(s.clients, WARMUP_SECONDS);
@@ -155,7 +170,7 @@ export async function runThroughput(options: ThroughputOptions): Promise<void> {
   } finally {
     server.process.kill("SIGTERM");
     await server.process.status;
-    await Promise.allSettled([prepared.close(), unprepared.close()]);
+    await Promise.allSettled([...pools, driver].map((sql) => sql.end({ timeout: 5 })));
     await Deno.remove(pgbenchScript).catch(() => {});
     // the user's keys and documents go with it (on delete cascade)
     await admin`delete from auth.users where id = ${userId}`;
@@ -168,6 +183,7 @@ const STORE_PGBENCH_PREPARED = "store SQL: pgbench -M prepared";
 const STORE_PREPARED = "store: PostgresStore (prepared)";
 const STORE_PGBENCH_EXTENDED = "store SQL: pgbench -M extended";
 const STORE_UNPREPARED = "store: PostgresStore (prepare: false)";
+const STORE_DRIVER = "store SQL: postgres.js alone, no store";
 const HTTP_BARE = "http: process-document bare";
 const HTTP_WRAPPED = "http: response-only (withIdempotency)";
 const HTTP_TRANSACTIONAL = "http: transactional (as deployed)";
@@ -198,7 +214,7 @@ async function pgbenchRate(
     "-c",
     String(o.clients),
     "-j",
-    String(Math.min(o.clients, 2)),
+    String(Math.min(o.clients, PGBENCH_THREADS)),
     "-T",
     String(Math.max(1, Math.round(o.seconds))),
     "-f",
@@ -221,6 +237,11 @@ async function pgbenchRate(
   const failed = /^number of failed transactions: (\d+)/m.exec(text);
   if (!out.success || !tps || (failed && failed[1] !== "0")) throw new Error(`pgbench failed:\n${text}`);
   return { rate: Number(tps[1]) };
+}
+
+async function pgbenchVersion(): Promise<string> {
+  const out = await new Deno.Command(pgbenchPath(), { args: ["--version"], stdout: "piped" }).output();
+  return new TextDecoder().decode(out.stdout).trim();
 }
 
 /** Debian's pgbench of PostgreSQL 15 (PG_BIN as the stack scripts), else the one in PATH. */
@@ -252,6 +273,29 @@ async function storeRate(
     if (claim.outcome !== "started") throw new Error(`begin of a new key gave ${claim.outcome}`);
     const lease = { recordId: claim.recordId, leaseToken: claim.leaseToken };
     if (!(await store.complete(lease, response))) throw new Error("complete refused a fresh lease");
+  });
+}
+
+/**
+ * Pairs/s of the store's two statements sent by plain postgres.js (no store, no resilient pool, no deadline):
+ * what any postgres.js store can reach here, so the gap to pgbench splits into the driver's and the store's.
+ */
+async function driverRate(
+  sql: postgres.Sql,
+  o: { clients: number; seconds: number; userId: string; keyPrefix: string },
+): Promise<Measured> {
+  return await closedLoop(o.clients, o.seconds, ownCpuMicros, async () => {
+    const [claim] = await sql<{ record_id: string; lease_token: string }[]>`
+      select * from public.idempotency_begin(
+        ${o.keyPrefix + crypto.randomUUID()}::text, ${o.userId}::uuid, ${FUNCTION_NAME}::text,
+        ${FINGERPRINT}::text, ${TTL_SECONDS}::integer, ${LEASE_SECONDS}::integer
+      )`;
+    const [done] = await sql<{ ok: boolean }[]>`
+      select public.idempotency_complete(
+        ${claim!.record_id}::uuid, ${claim!.lease_token}::uuid, 201::integer, ${BODY}::bytea,
+        'identity'::text, ${sql.json(HEADERS)}::jsonb
+      ) as ok`;
+    if (done?.ok !== true) throw new Error("complete refused a fresh lease");
   });
 }
 
@@ -333,6 +377,7 @@ function report(list: Series[], clients: number[]): void {
   const baseline: Record<string, string> = {
     [STORE_PREPARED]: STORE_PGBENCH_PREPARED,
     [STORE_UNPREPARED]: STORE_PGBENCH_EXTENDED,
+    [STORE_DRIVER]: STORE_PGBENCH_PREPARED,
     [HTTP_WRAPPED]: HTTP_BARE,
     [HTTP_TRANSACTIONAL]: HTTP_BARE,
   };
