@@ -1,8 +1,8 @@
 /**
  * Throughput mode of the benchmark (`deno task bench --throughput`): distinct keys, many clients at once.
  *
- *   scripts/stack.sh start && deno task bench --throughput [--duration 5] [--rounds 3] [--clients 8,32] [--only store|http]
- *     [--fast]
+ *   scripts/stack.sh start && deno task bench --throughput [--duration 5] [--rounds 3] [--clients 8,32]
+ *     [--only store|http] [--fast]
  *
  * (a) The store alone: `begin` + `complete` of a new key through the real {@link PostgresStore} on the pool as
  *     deployed (`openPool`: a ResilientPostgres of 10 connections, the isolate's shared pool's settings), from
@@ -10,11 +10,16 @@
  *     (`select * from idempotency_begin(...)`, then `select idempotency_complete(...)`, each its own
  *     transaction, random keys) with N clients. With prepared statements (`-M prepared`; the store's default on
  *     a direct connection) and without (`prepare: false`, as behind a transaction pooler; postgres.js then
- *     sends unnamed extended-protocol statements, which is pgbench's `-M extended`). Rates are pairs/s.
+ *     sends unnamed extended-protocol statements, which is pgbench's `-M extended`, not `-M simple`). Rates
+ *     are pairs/s. The same two statements through a plain postgres.js pool of the same size, with no store
+ *     around them, split the gap to pgbench into the driver's share and the store's.
  * (b) Over HTTP through the gateway's request handler in a process of its own (scripts/bench/serve.ts, as the
  *     latency mode): `process-document` bare, wrapped for the response only (`withIdempotency` with the default
  *     PostgresStore) and transactional (`withIdempotentTransaction`, as deployed), N concurrent clients each
  *     sending requests with new keys; requests/s of 201 answers.
+ *
+ * Next to each rate: CPU time per operation of the process doing the work (this one for the store, the server
+ * for HTTP), read from the process's own counters; on 2 shared cores the rates trade against it.
  *
  * Every scenario runs `--duration` seconds, and the whole list runs `--rounds` times, in a rotated order each
  * round, so a noisy moment of the machine hits every scenario alike; the figure is each scenario's median over
@@ -22,8 +27,7 @@
  */
 import postgres from "postgres";
 import process from "node:process";
-import { openPool } from "../../supabase/functions/_shared/idempotency.ts";
-import { PostgresStore } from "../../supabase/functions/_shared/idempotency.ts";
+import { openPool, PostgresStore } from "../../supabase/functions/_shared/idempotency.ts";
 import { signJwt } from "../../tests/support/jwt.ts";
 import { percentile, productionDurability, startServer } from "./common.ts";
 
@@ -106,9 +110,9 @@ export async function runThroughput(options: ThroughputOptions): Promise<void> {
   // as deployed: the default store is a PostgresStore on the isolate's pool (openPool's settings)
   const pools = [openPool({ url: dbUrl }), openPool({ url: dbUrl, prepare: false })] as const;
   const prepared = new PostgresStore({ sql: pools[0] });
+  const unprepared = new PostgresStore({ sql: pools[1] });
   // the driver's own ceiling: the same two statements on a plain postgres.js pool of the same size
   const driver = postgres(dbUrl, { max: POOL_MAX, onnotice: () => {} });
-  const unprepared = new PostgresStore({ sql: pools[1] });
   const server = await startServer();
   try {
     const pgbench = (mode: string) => (c: number, s: number) =>
