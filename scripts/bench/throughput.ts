@@ -95,9 +95,10 @@ const PGBENCH_THREADS = 2;
  */
 export async function runThroughput(options: ThroughputOptions): Promise<void> {
   const { dbUrl, durationSeconds, rounds, clients } = options;
-  if (!(durationSeconds > 0) || !Number.isInteger(rounds) || rounds < 1) {
-    throw new Error("--duration must be > 0 and --rounds a whole number >= 1");
+  if (![durationSeconds, rounds].every((n) => Number.isInteger(n) && n >= 1)) {
+    throw new Error("--duration (seconds) and --rounds must be whole numbers >= 1");
   }
+  if (!["", "store", "http"].includes(options.only)) throw new Error("--only: store or http");
   if (clients.some((c) => !Number.isInteger(c) || c < 1)) throw new Error("--clients: whole numbers >= 1");
   const admin = postgres(dbUrl, { max: 1, onnotice: () => {} });
   const restore = options.fast ? async () => {} : await productionDurability(admin);
@@ -220,7 +221,7 @@ async function pgbenchRate(
     "-j",
     String(Math.min(o.clients, PGBENCH_THREADS)),
     "-T",
-    String(Math.max(1, Math.round(o.seconds))),
+    String(o.seconds),
     "-f",
     o.script,
     "-D",
