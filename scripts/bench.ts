@@ -2,6 +2,7 @@
  * Latency of bare and wrapped handlers over HTTP through the functions gateway, from one run.
  *
  *   scripts/stack.sh start && deno run --allow-all scripts/bench.ts [--requests 400] [--fast]
+ *   deno task bench --throughput [--duration 5] [--rounds 3] [--clients 8,32] [--only store|http] [--fast]
  *
  * PostgreSQL runs with production durability (fsync, synchronous_commit, full_page_writes on) unless --fast.
  *
@@ -13,11 +14,15 @@
  *
  * First it prints each function's cold start (scripts/bench/cold_start.ts): a fresh `deno serve` with only
  * the function's own deno.json, from spawn to its first served response.
+ *
+ * `--throughput` measures rates instead, with many clients at once: see scripts/bench/throughput.ts.
  */
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { signJwt } from "../tests/support/jwt.ts";
 import { reportColdStarts } from "./bench/cold_start.ts";
+import { percentile, productionDurability, startServer } from "./bench/common.ts";
+import { runThroughput } from "./bench/throughput.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
 const WARMUP = 50;
@@ -74,11 +79,6 @@ async function measure(list: Scenario[], requests: number): Promise<void> {
   }
 }
 
-function percentile(samples: number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
 function report(list: Scenario[]): void {
   const p50 = (name: string) => percentile(list.find((s) => s.name === name)!.samples, 50);
   console.log(`${"scenario".padEnd(40)} ${"n".padStart(5)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)}`);
@@ -127,8 +127,27 @@ function report(list: Scenario[]): void {
 async function main() {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { requests: { type: "string", default: "400" }, fast: { type: "boolean", default: false } },
+    options: {
+      requests: { type: "string", default: "400" },
+      fast: { type: "boolean", default: false },
+      // throughput mode (scripts/bench/throughput.ts)
+      throughput: { type: "boolean", default: false },
+      duration: { type: "string", default: "5" },
+      rounds: { type: "string", default: "3" },
+      clients: { type: "string", default: "8,32" },
+      only: { type: "string", default: "" },
+    },
   });
+  if (values.throughput) {
+    return await runThroughput({
+      dbUrl: DB_URL,
+      durationSeconds: Number(values.duration),
+      rounds: Number(values.rounds),
+      clients: values.clients.split(",").map(Number),
+      fast: values.fast,
+      only: values.only,
+    });
+  }
   const requests = Number(values.requests);
   if (!Number.isInteger(requests) || requests < 10) {
     throw new Error("--requests must be a whole number >= 10");
@@ -158,43 +177,6 @@ async function main() {
     await restore();
     await sql.end();
   }
-}
-
-const DURABILITY = ["fsync", "synchronous_commit", "full_page_writes"];
-
-/**
- * Production durability for the run (the local stack runs with it off for speed): set with ALTER SYSTEM (all
- * three reload without a restart), printed, and reset afterwards by the returned function. `--fast` skips it.
- */
-async function productionDurability(sql: postgres.Sql): Promise<() => Promise<void>> {
-  for (const name of DURABILITY) await sql.unsafe(`alter system set ${name} = on`);
-  await sql`select pg_reload_conf()`;
-  await new Promise((r) => setTimeout(r, 300));
-  const rows = await sql<{ name: string; setting: string }[]>`
-    select name, setting from pg_settings where name = any(${DURABILITY}) order by name`;
-  console.log(`PostgreSQL durability: ${rows.map((r) => `${r.name}=${r.setting}`).join(" ")}`);
-  return async () => {
-    for (const name of DURABILITY) await sql.unsafe(`alter system reset ${name}`);
-    await sql`select pg_reload_conf()`;
-  };
-}
-
-/** Starts scripts/bench/serve.ts and waits for the port it listens on. */
-async function startServer(): Promise<{ process: Deno.ChildProcess; port: number }> {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", new URL("bench/serve.ts", import.meta.url).pathname],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (!/listening (\d+)/.test(seen)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("the benchmark server exited before listening");
-    seen += value;
-  }
-  reader.releaseLock();
-  return { process, port: Number(/listening (\d+)/.exec(seen)![1]) };
 }
 
 if (import.meta.main) await main();

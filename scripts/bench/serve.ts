@@ -6,7 +6,7 @@
  *   echo                         no work, so the wrapper's own cost shows
  *   echo+<store>                 echo wrapped with the Postgres, Redis, in-memory or layered store
  *   process-document             the real function's bare handler (a transaction of two inserts)
- *   process-document+postgres    the same, wrapped for the response only (withIdempotency)
+ *   process-document+postgres    the same, wrapped for the response only (withIdempotency, default store)
  *   process-document+transactional    as deployed: withIdempotentTransaction, separate asynchronous claim
  *   process-document+in-transaction   the same with the claim inside the handler's transaction
  */
@@ -18,6 +18,7 @@ import processDocumentDeployed, {
 } from "../../supabase/functions/process-document/index.ts";
 import { closeDb } from "../../supabase/functions/_shared/db.ts";
 import {
+  closeDefaultStore,
   type Handler,
   type IdempotencyStore,
   MemoryStore,
@@ -47,7 +48,14 @@ function deploy(stores: Record<string, IdempotencyStore>): Map<string, DeployedF
   const fns = new Map<string, DeployedFunction>([
     ["echo", { handler: echo, verifyJwt: true }],
     ["process-document", { handler: processDocument, verifyJwt: true }],
-    ["process-document+postgres", wrap(processDocument, "process-document", stores.postgres!)],
+    // the default store, as deployed: a PostgresStore on the isolate's one pool, shared with the function
+    [
+      "process-document+postgres",
+      {
+        handler: withIdempotency(processDocument, { functionName: "bench-process-document" }),
+        verifyJwt: true,
+      },
+    ],
     // transactional mode as deployed (separate asynchronous claim), and with the claim in the transaction
     ["process-document+transactional", { handler: processDocumentDeployed.fetch, verifyJwt: true }],
     [
@@ -81,6 +89,6 @@ const server = Deno.serve(
 );
 Deno.addSignalListener("SIGTERM", async () => {
   await server.shutdown();
-  await Promise.allSettled([closeDb(), ...Object.values(stores).map((s) => s.close())]);
+  await Promise.allSettled([closeDefaultStore(), closeDb(), ...Object.values(stores).map((s) => s.close())]);
   Deno.exit(0);
 });
