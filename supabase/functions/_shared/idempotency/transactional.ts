@@ -143,7 +143,13 @@ export interface TransactionalHooks {
 }
 
 /**
- * Options of {@link withIdempotentTransaction}: those of `withIdempotency` but `store`, and these.
+ * Options of {@link withIdempotentTransaction}: those of `withIdempotency` but `store`, and these. Every
+ * option of `withIdempotency` has the same meaning here (one request pipeline serves both). An option that
+ * cannot apply to the chosen `claim` design is refused at wrap time with a `TypeError`, never ignored:
+ * `lockWaitMs` with `"separate"`; with `"in-transaction"`, `keyless` (its pair of records is claimed apart
+ * from the work), `onInFlight: "reject"` and `waitTimeoutMs` (a duplicate always waits on the first run's
+ * row, up to `lockWaitMs`), `renewLease` and `maxRunSeconds` (no lease to renew before the commit). `store`
+ * is refused too: the keys live in the database of `sql`.
  *
  * @example Claim inside the transaction for a short, database-only handler
  * ```ts
@@ -183,9 +189,9 @@ export interface TransactionalOptions extends Omit<IdempotencyOptions, "store"> 
    */
   lockWaitMs?: number;
   /**
-   * Longest a run's lease is renewed, in seconds: a run still going after this is presumed hung (a driver that
-   * lost its connection without an error), its lease runs out and a retry can take the key over (fencing keeps
-   * the hung run from committing). Supabase ends a request after 150 s anyway.
+   * `"separate"` only: longest a run's lease is renewed, in seconds: a run still going after this is presumed
+   * hung (a driver that lost its connection without an error), its lease runs out and a retry can take the
+   * key over (fencing keeps the hung run from committing). Supabase ends a request after 150 s anyway.
    *
    * @default {150}
    */
