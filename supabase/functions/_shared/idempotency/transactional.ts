@@ -17,7 +17,7 @@ import { IdempotencyError } from "./errors.ts";
 import { getIdempotencyKey } from "./key.ts";
 import { isLeasePair, splitLease } from "./keyless.ts";
 import type { IdempotentHandler } from "./middleware.ts";
-import { isMissingUser, sqlState } from "./_outage.ts";
+import { isMissingUser, isStoreOutage, sqlState } from "./_outage.ts";
 import {
   type Claim,
   type ClaimedRun,
@@ -345,7 +345,7 @@ async function unkeyed(
       if (outcome.status >= 400) throw new Rollback("not-stored");
     });
   } catch (error) {
-    if (!(error instanceof Rollback)) throw error;
+    if (!(error instanceof Rollback)) outcome = await transactionFailed(ctx, error);
   }
   return firstResponse(outcome!);
 }
@@ -381,11 +381,8 @@ async function runSeparate(
     });
   } catch (error) {
     await renewal.stop();
-    if (!(error instanceof Rollback)) {
-      // the handler's transaction failed (the database refused the work, or the connection broke)
-      log(ctx, "error", "the transaction failed", error);
-      outcome = { ...(await errorOutcome(internalError())), error };
-    } else rolledBack = error;
+    if (error instanceof Rollback) rolledBack = error;
+    else outcome = await transactionFailed(ctx, error);
   }
   if (rolledBack?.reason === "lease-lost") return fenced(ctx, state);
   if (rolledBack || outcome!.error !== undefined) {
@@ -446,14 +443,29 @@ async function claimInTransaction(
       }
       throw error; // the claim failed: the pipeline applies onStoreError to an outage
     }
-    log(ctx, "error", "the transaction failed", error);
     ctx.metrics.failed++;
-    return firstResponse(await errorOutcome(internalError()));
+    return firstResponse(await transactionFailed(ctx, error));
   }
   finished?.();
   if (claim!.outcome !== "started") return claim!;
   await s.hooks.afterCommit?.();
   return firstResponse(outcome!);
+}
+
+/**
+ * The work's transaction failed outside the handler (at its start, the completion or the commit): nothing
+ * committed. An outage (the connection broke, the server restarts) is a 503 with `Retry-After`, as a store
+ * outage is; anything else is a 500.
+ */
+async function transactionFailed(ctx: Pipeline, error: unknown): Promise<HandlerOutcome> {
+  const outage = isStoreOutage(error);
+  log(ctx, "error", `the transaction failed${outage ? " (the database is unavailable)" : ""}`, error);
+  const answer = outage
+    ? new IdempotencyError("STORE_UNAVAILABLE", "The database is unavailable; retry later", {
+      retryAfterSeconds: 1,
+    })
+    : internalError();
+  return { ...(await errorOutcome(answer)), error };
 }
 
 /** Another request took the key over and its result stands: this one's writes were rolled back. */
@@ -517,7 +529,11 @@ async function inTransaction(s: Settings, fn: (tx: Transaction) => Promise<void>
 function guard(tx: postgres.TransactionSql, isOpen: () => boolean): postgres.TransactionSql {
   return new Proxy(tx, {
     apply(target, self, args) {
-      if (!isOpen()) throw new Error("the transaction has ended (its connection closed): statement refused");
+      if (!isOpen()) {
+        // a connection failure to whoever classifies it (the function's 503, the pipeline's outage)
+        const error = new Error("the transaction has ended (its connection closed): statement refused");
+        throw Object.assign(error, { code: "CONNECTION_CLOSED" });
+      }
       return Reflect.apply(target, self, args);
     },
   });
