@@ -35,3 +35,13 @@ export function isStoreOutage(error: unknown): boolean {
   const state = sqlState(error);
   return state === null || TRANSIENT_SQLSTATE.some((pattern) => pattern.test(state));
 }
+
+/**
+ * Whether `error` is the foreign key of a record's user: the signed-in user was deleted (401
+ * `USER_NOT_FOUND`, not an outage).
+ */
+export function isMissingUser(error: unknown): boolean {
+  const e = error as { code?: unknown; constraint_name?: unknown };
+  return e?.code === "23503" && typeof e.constraint_name === "string" &&
+    e.constraint_name.includes("user_id");
+}

@@ -190,8 +190,23 @@ export class KeylessPairStore implements IdempotencyStore {
   }
 }
 
-/** The two leases of a pair; a lease that is not a pair cannot be ours and matches nothing. */
-function splitLease(lease: Lease): Lease[] {
+/**
+ * Whether `lease` is a keyless pair's (two records), as {@link KeylessPairStore.begin} hands out.
+ *
+ * @param lease A lease.
+ * @returns `true` for a pair.
+ */
+export function isLeasePair(lease: Lease): boolean {
+  return lease.recordId.startsWith("[");
+}
+
+/**
+ * The two leases of a pair; a lease that is not a pair cannot be ours and matches nothing.
+ *
+ * @param lease A pair's lease.
+ * @returns Its two leases, or none.
+ */
+export function splitLease(lease: Lease): Lease[] {
   try {
     const ids: unknown = JSON.parse(lease.recordId);
     const tokens: unknown = JSON.parse(lease.leaseToken);

@@ -11,13 +11,34 @@
 
 import type postgres from "npm:postgres@3.4.9";
 import { type Caller, callerFromUserId, createJwtCallerResolver } from "./auth.ts";
-import { buildResponse, fromStoredResponse, toStoredResponse } from "./_codec.ts";
+import { toStoredResponse } from "./_codec.ts";
 import { bearerToken, decodeJwtClaimsUnverified } from "./jwt.ts";
-import { errorResponse, IdempotencyError } from "./errors.ts";
-import { requestFingerprint } from "./fingerprint.ts";
-import { corsHeaders, REPLAY_HEADER, withCorsHeaders } from "./headers.ts";
+import { IdempotencyError } from "./errors.ts";
 import { getIdempotencyKey } from "./key.ts";
-import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from "./options.ts";
+import { isLeasePair, splitLease } from "./keyless.ts";
+import type { IdempotentHandler } from "./middleware.ts";
+import { isMissingUser, isStoreOutage, sqlState } from "./_outage.ts";
+import {
+  type Claim,
+  type ClaimedRun,
+  createPipeline,
+  errorOutcome,
+  firstResponse,
+  freshRequest,
+  type HandlerOutcome,
+  internalError,
+  isStorable,
+  leaseLost,
+  type LeaseState,
+  log,
+  type Pipeline,
+  type ReadRequest,
+  releaseKey,
+  runHandler,
+  type RunMode,
+  startRenewal,
+} from "./_pipeline.ts";
+import { type IdempotencyOptions, resolveOptions } from "./options.ts";
 import { sharedPool } from "./pool.ts";
 import type { BeginInput, BeginResult, Lease, StoredResponse } from "./store.ts";
 import {
@@ -122,7 +143,13 @@ export interface TransactionalHooks {
 }
 
 /**
- * Options of {@link withIdempotentTransaction}: those of `withIdempotency` but `store`, and these.
+ * Options of {@link withIdempotentTransaction}: those of `withIdempotency` but `store`, and these. Every
+ * option of `withIdempotency` has the same meaning here (one request pipeline serves both). An option that
+ * cannot apply to the chosen `claim` design is refused at wrap time with a `TypeError`, never ignored:
+ * `lockWaitMs` with `"separate"`; with `"in-transaction"`, `keyless` (its pair of records is claimed apart
+ * from the work), `onInFlight: "reject"` and `waitTimeoutMs` (a duplicate always waits on the first run's
+ * row, up to `lockWaitMs`), `renewLease` and `maxRunSeconds` (no lease to renew before the commit). `store`
+ * is refused too: the keys live in the database of `sql`.
  *
  * @example Claim inside the transaction for a short, database-only handler
  * ```ts
@@ -162,9 +189,9 @@ export interface TransactionalOptions extends Omit<IdempotencyOptions, "store"> 
    */
   lockWaitMs?: number;
   /**
-   * Longest a run's lease is renewed, in seconds: a run still going after this is presumed hung (a driver that
-   * lost its connection without an error), its lease runs out and a retry can take the key over (fencing keeps
-   * the hung run from committing). Supabase ends a request after 150 s anyway.
+   * `"separate"` only: longest a run's lease is renewed, in seconds: a run still going after this is presumed
+   * hung (a driver that lost its connection without an error), its lease runs out and a retry can take the
+   * key over (fencing keeps the hung run from committing). Supabase ends a request after 150 s anyway.
    *
    * @default {150}
    */
@@ -184,38 +211,34 @@ class Rollback extends Error {
   }
 }
 
-/** What the handler answered, body read. */
-interface Outcome {
-  status: number;
-  headers: Headers;
-  body: Uint8Array;
-  error?: unknown;
-}
+const isRollback = (error: unknown): boolean => error instanceof Rollback;
 
-interface Ctx {
-  readonly handler: TransactionalHandler;
-  readonly options: ResolvedIdempotencyOptions;
+/** The transactional settings, defaults filled in. */
+interface Settings {
   readonly claim: "separate" | "in-transaction";
   readonly statementTimeoutMs: number;
   readonly lockWaitMs: number;
   readonly maxRunMs: number;
   readonly hooks: TransactionalHooks;
   readonly sql: () => PostgresClient;
-  readonly getCaller: (req: Request) => Promise<TransactionCaller>;
+  /** Whether the caller's role comes from the bearer JWT (not with a custom `getUserId`). */
+  readonly jwtRoles: boolean;
 }
 
-const TRANSIENT_CLIENT_ERRORS = new Set([408, 409, 425, 429]);
 /** A Postgres `lock_not_available`: a duplicate waited `lockWaitMs` for the first run's row. */
 const LOCK_NOT_AVAILABLE = "55P03";
 
 /**
  * Wraps a handler whose side effects live in this Postgres: each keyed request runs once, its rows and its
- * stored response commit in one transaction, and retries replay the stored response.
+ * stored response commit in one transaction, and retries replay the stored response. The request pipeline
+ * is `withIdempotency`'s (CORS, keys and keyless keys, rollout, caller rules, `onInFlight`, the 409 hint,
+ * `onStoreError`, metrics); only the run differs.
  *
  * @param handler Does its writes through `ctx.tx`; gets the verified caller in `ctx.caller`.
  * @param options As for `withIdempotency` (without `store`), plus the pool, the claim design and timeouts.
- * @returns A `Deno.serve` handler.
- * @throws {TypeError | RangeError} at wrap time when `options` are invalid.
+ * @returns A `Deno.serve` handler, with live `metrics`.
+ * @throws {TypeError | RangeError} at wrap time when `options` are invalid, or name an option that does not
+ * apply to the chosen claim design (see {@link TransactionalOptions}).
  * @example Insert a row exactly once per key
  * ```ts
  * import { withIdempotentTransaction } from "./transactional.ts";
@@ -231,154 +254,125 @@ const LOCK_NOT_AVAILABLE = "55P03";
 export function withIdempotentTransaction(
   handler: TransactionalHandler,
   options: TransactionalOptions,
-): (req: Request) => Promise<Response> {
+): IdempotentHandler {
   const { sql, claim, statementTimeoutMs, lockWaitMs, maxRunSeconds, hooks, ...rest } = options;
+  if ((rest as IdempotencyOptions).store !== undefined) {
+    throw new TypeError(
+      "store does not apply to withIdempotentTransaction: the keys live in the database of `sql`",
+    );
+  }
   const resolved = resolveOptions(rest);
-  const ctx: Ctx = {
-    handler,
-    options: resolved,
-    claim: claim ?? "separate",
-    statementTimeoutMs: statementTimeoutMs ?? 10_000,
-    lockWaitMs: lockWaitMs ?? 5_000,
-    maxRunMs: (maxRunSeconds ?? 150) * 1000,
-    hooks: hooks ?? {},
-    sql: () => sql ?? sharedPool(),
-    getCaller: callerResolver(resolved),
-  };
   for (const [name, value] of Object.entries({ statementTimeoutMs, lockWaitMs, maxRunSeconds })) {
     if (value !== undefined && (!Number.isInteger(value) || value < 1)) {
       throw new RangeError(`${name} must be an integer of at least 1, got ${value}`);
     }
   }
-  if (ctx.claim !== "separate" && ctx.claim !== "in-transaction") {
-    throw new TypeError(`claim must be "separate" or "in-transaction", got ${ctx.claim}`);
+  const design = claim ?? "separate";
+  if (design !== "separate" && design !== "in-transaction") {
+    throw new TypeError(`claim must be "separate" or "in-transaction", got ${design}`);
   }
-  return async (req) => {
-    if (resolved.cors && req.method === "OPTIONS") {
-      return new Response(null, { status: 204, headers: corsHeaders });
-    }
-    let response: Response;
-    try {
-      response = await route(ctx, req);
-    } catch (error) {
-      response = errorResponse(asIdempotencyError(ctx, error));
-    }
-    return resolved.cors ? withCorsHeaders(response) : response;
+  const inapplicable = design === "separate" ? { lockWaitMs } : {
+    keyless: rest.keyless || undefined,
+    onInFlight: rest.onInFlight === "reject" ? rest.onInFlight : undefined,
+    waitTimeoutMs: rest.waitTimeoutMs,
+    renewLease: rest.renewLease,
+    maxRunSeconds,
   };
-}
-
-/** The verified caller with its role; a custom `getUserId` gives no role. */
-function callerResolver(options: ResolvedIdempotencyOptions): (req: Request) => Promise<TransactionCaller> {
-  if (options.getUserId) {
-    const resolve = callerFromUserId(options.getUserId);
-    return async (req) => ({ ...flatten(await resolve(req)), role: null });
+  for (const [name, value] of Object.entries(inapplicable)) {
+    if (value !== undefined) {
+      throw new TypeError(`${name} does not apply to claim: "${design}" (see TransactionalOptions)`);
+    }
   }
-  const resolve = createJwtCallerResolver(
-    options.jwtSecret === undefined ? {} : { jwtSecret: options.jwtSecret },
-  );
-  return async (req) => {
-    const caller = await resolve(req); // verifies the signature (when the secret is known) and the expiry
-    const token = bearerToken(req);
-    const role = token === null ? null : decodeJwtClaimsUnverified(token).role;
-    return { ...flatten(caller), role: typeof role === "string" ? role : null };
+  const settings: Settings = {
+    claim: design,
+    statementTimeoutMs: statementTimeoutMs ?? 10_000,
+    lockWaitMs: lockWaitMs ?? 5_000,
+    maxRunMs: (maxRunSeconds ?? 150) * 1000,
+    hooks: hooks ?? {},
+    sql: () => sql ?? sharedPool(),
+    jwtRoles: resolved.getUserId === undefined,
   };
+  const getCaller = resolved.getUserId
+    ? callerFromUserId(resolved.getUserId)
+    : createJwtCallerResolver(resolved.jwtSecret === undefined ? {} : { jwtSecret: resolved.jwtSecret });
+  return createPipeline(transactionMode(handler, settings), resolved, getCaller);
 }
 
-function flatten(caller: Caller): Omit<TransactionCaller, "role"> {
-  return { kind: caller.kind, userId: caller.kind === "user" ? caller.userId : null };
-}
-
-async function route(ctx: Ctx, req: Request): Promise<Response> {
-  const key = getIdempotencyKey(req);
-  if (key === null && ctx.options.required) {
-    throw new IdempotencyError("KEY_REQUIRED", "This function needs an Idempotency-Key");
+/** The run half of the pipeline: the handler in a transaction that also completes the record. */
+function transactionMode(handler: TransactionalHandler, s: Settings): RunMode {
+  let claims: PostgresStore | undefined;
+  // the asynchronous claim is safe here: the completion commits synchronously in the same database
+  const store = () => (claims ??= new PostgresStore({ sql: s.sql(), asyncClaim: true }));
+  const mode: RunMode = {
+    store,
+    unprotected: (ctx, req, _info, caller) => unkeyed(ctx, s, handler, req, caller),
+    runClaimed: (ctx, run) => runSeparate(ctx, s, handler, run),
+  };
+  if (s.claim === "in-transaction") {
+    mode.claimAndRun = (ctx, input, read) => claimInTransaction(ctx, s, handler, input, read);
   }
-  const caller = await ctx.getCaller(req);
-  if (key === null || (caller.kind === "anonymous" && ctx.options.anonymous === "bypass")) {
-    return await unkeyed(ctx, req, caller);
-  }
-  if (caller.kind === "anonymous" && ctx.options.anonymous === "reject") {
-    throw new IdempotencyError("AUTH_REQUIRED", "An idempotency key needs a signed-in user");
-  }
-  const body = new Uint8Array(await req.arrayBuffer());
-  const input = beginInput(ctx, req, body, key, caller);
-  const run = { req, body, caller, key, input };
-  return ctx.claim === "separate" ? await separateClaim(ctx, run) : await claimInTransaction(ctx, run);
+  return mode;
 }
 
-/** No key: the handler still gets a transaction and the caller; nothing is recorded. */
-async function unkeyed(ctx: Ctx, req: Request, caller: TransactionCaller): Promise<Response> {
-  let outcome: Outcome | undefined;
-  try {
-    await inTransaction(ctx, async (tx) => {
-      outcome = await runHandler(ctx, req, context(tx.guarded, caller, null, 1, noSteps));
-      // a refused or failed request leaves nothing behind, as a keyed one does
-      if (outcome.status >= 400) throw new Rollback("not-stored");
-    });
-  } catch (error) {
-    if (!(error instanceof Rollback)) throw error;
-  }
-  return answer(outcome!);
-}
-
-interface Run {
-  req: Request;
-  body: Uint8Array;
-  caller: TransactionCaller;
-  key: string;
-  input: BeginInput;
-}
-
-function beginInput(
-  ctx: Ctx,
-  req: Request,
-  body: Uint8Array,
-  key: string,
-  caller: TransactionCaller,
-): BeginInput {
-  const { pathname, search } = new URL(req.url);
-  const fingerprint = requestFingerprint({
-    method: req.method,
-    path: pathname + search,
-    body,
-    contentType: req.headers.get("content-type"),
-    caller: caller.kind,
-  });
-  const { functionName, ttlSeconds, lockTimeoutSeconds } = ctx.options;
-  return { key, userId: caller.userId, functionName, fingerprint, ttlSeconds, lockTimeoutSeconds };
+/** The verified caller with its role (from the JWT the pipeline verified); a custom `getUserId` gives none. */
+function transactionCaller(caller: Caller, req: Request, s: Settings): TransactionCaller {
+  const userId = caller.kind === "user" ? caller.userId : null;
+  const token = s.jwtRoles ? bearerToken(req) : null;
+  const role = token === null ? null : decodeJwtClaimsUnverified(token).role;
+  return { kind: caller.kind, userId, role: typeof role === "string" ? role : null };
 }
 
 /**
- * Design (b), the default: claim in its own asynchronously committed transaction, run the handler in a
- * second one that completes the record with the lease token; release with `idempotency_fail` outside.
+ * No key (or a bypass, or fail-open): the handler still gets a transaction and the caller; nothing is
+ * recorded, and a refused or failed request leaves nothing behind, as a keyed one does.
  */
-async function separateClaim(ctx: Ctx, run: Run): Promise<Response> {
-  let claim: BeginResult;
+async function unkeyed(
+  ctx: Pipeline,
+  s: Settings,
+  handler: TransactionalHandler,
+  req: Request,
+  known?: Caller,
+): Promise<Response> {
+  const caller = transactionCaller(known ?? await ctx.getCaller(req), req, s);
+  let outcome: HandlerOutcome | undefined;
   try {
-    claim = await beginAsync(ctx.sql(), run.input);
-    if (claim.outcome === "in_progress" && ctx.options.onInFlight === "wait") {
-      claim = await waitFor(ctx, run.input);
-    }
-  } catch (error) {
-    throw storeUnavailable(ctx, "begin", error);
-  }
-  if (claim.outcome !== "started") return await settle(claim);
-  await ctx.hooks.afterClaim?.();
-  const lease: Lease = { recordId: claim.recordId, leaseToken: claim.leaseToken };
-  const store = new PostgresStore({ sql: ctx.sql() });
-  const steps = await stepRunner(ctx, run, lease, claim.attempt);
-  const renewal = startRenewal(ctx, store, lease);
-  let outcome: Outcome | undefined;
-  let rolledBack: Rollback | undefined;
-  try {
-    await inTransaction(ctx, async (tx) => {
+    await inTransaction(s, async (tx) => {
       outcome = await runHandler(
         ctx,
-        run.req,
-        context(tx.guarded, run.caller, run.key, claim.attempt, steps),
-        run,
+        () => handler(req, context(tx.guarded, caller, null, 1, noSteps)),
+        isRollback,
       );
-      await ctx.hooks.afterHandler?.();
+      if (outcome.status >= 400) throw new Rollback("not-stored");
+    });
+  } catch (error) {
+    if (!(error instanceof Rollback)) outcome = await transactionFailed(ctx, error);
+  }
+  return firstResponse(outcome!);
+}
+
+/**
+ * Design (b), the default: the pipeline claimed in its own asynchronously committed transaction; run the
+ * handler in a second one that completes the record with the lease token; release with `fail` outside.
+ */
+async function runSeparate(
+  ctx: Pipeline,
+  s: Settings,
+  handler: TransactionalHandler,
+  { lease, attempt, read, input }: ClaimedRun,
+): Promise<Response> {
+  await s.hooks.afterClaim?.();
+  const caller = transactionCaller(read.caller, read.req, s);
+  const key = getIdempotencyKey(read.req); // null for a keyless claim
+  const state: LeaseState = { lost: false };
+  const steps = await stepRunner(s, input, lease, attempt);
+  const renewal = startRenewal(ctx, lease, state, s.maxRunMs);
+  let outcome: HandlerOutcome | undefined;
+  let rolledBack: Rollback | undefined;
+  try {
+    await inTransaction(s, async (tx) => {
+      const handlerCtx = context(tx.guarded, caller, key, attempt, steps);
+      outcome = await runHandler(ctx, () => handler(freshRequest(read), handlerCtx), isRollback);
+      await s.hooks.afterHandler?.();
       await renewal.stop();
       if (!isStorable(outcome.status, ctx.options)) throw new Rollback("not-stored");
       if (!(await completeIn(tx, lease, await toStoredResponse(outcome, ctx.options)))) {
@@ -387,42 +381,46 @@ async function separateClaim(ctx: Ctx, run: Run): Promise<Response> {
     });
   } catch (error) {
     await renewal.stop();
-    if (!(error instanceof Rollback)) {
-      // the handler's transaction failed (the database refused the work, or the connection broke)
-      ctx.options.logger.error(`[idempotency] ${ctx.options.functionName}: the transaction failed`, error);
-      outcome = { ...(await errorOutcome(internalError())), error };
-    } else rolledBack = error;
+    if (error instanceof Rollback) rolledBack = error;
+    else outcome = await transactionFailed(ctx, error);
   }
-  if (rolledBack?.reason === "lease-lost") return leaseLost(ctx);
+  if (rolledBack?.reason === "lease-lost") return fenced(ctx, state);
   if (rolledBack || outcome!.error !== undefined) {
-    await release(store, lease, outcome!, ctx);
-    return answer(outcome!);
+    await releaseKey(ctx, lease, outcome!, state);
+    return firstResponse(outcome!);
   }
-  await ctx.hooks.afterCommit?.();
-  return answer(outcome!);
+  await s.hooks.afterCommit?.();
+  return firstResponse(outcome!);
 }
 
 /**
  * Design (a): the claim is the transaction's first statement. A duplicate's insert waits on the uncommitted
- * row (up to `lockWaitMs`), then sees the completed record and replays, or claims afresh after a rollback.
- * A crash or a failure rolls the claim back with the work: no record, and the retry runs again.
+ * row (up to `lockWaitMs`, then 409), then sees the completed record and replays, or claims afresh after a
+ * rollback. A crash or a failure rolls the claim back with the work: no record, and the retry runs again.
  */
-async function claimInTransaction(ctx: Ctx, run: Run): Promise<Response> {
-  let result: { claim: BeginResult; outcome?: Outcome } | undefined;
+async function claimInTransaction(
+  ctx: Pipeline,
+  s: Settings,
+  handler: TransactionalHandler,
+  input: BeginInput,
+  read: ReadRequest,
+): Promise<Claim | Response> {
+  let claim: BeginResult | undefined;
+  let outcome: HandlerOutcome | undefined;
+  let finished: (() => void) | undefined;
   try {
-    await inTransaction(ctx, async (tx) => {
-      const claim = await beginIn(tx.raw, run.input);
-      result = { claim };
+    await inTransaction(s, async (tx) => {
+      const claimStart = performance.now();
+      claim = await beginIn(tx.raw, input);
+      ctx.recorder?.observe(ctx.options.functionName, "claim", (performance.now() - claimStart) / 1000);
       if (claim.outcome !== "started") return;
-      await ctx.hooks.afterClaim?.();
-      const outcome = await runHandler(
-        ctx,
-        run.req,
-        context(tx.guarded, run.caller, run.key, claim.attempt, stepsNeedSeparateClaim),
-        run,
-      );
-      result.outcome = outcome;
-      await ctx.hooks.afterHandler?.();
+      ctx.metrics.started++;
+      finished = ctx.timing.start(claim.recordId);
+      await s.hooks.afterClaim?.();
+      const caller = transactionCaller(read.caller, read.req, s);
+      const handlerCtx = context(tx.guarded, caller, input.key, claim.attempt, stepsNeedSeparateClaim);
+      outcome = await runHandler(ctx, () => handler(freshRequest(read), handlerCtx), isRollback);
+      await s.hooks.afterHandler?.();
       if (!isStorable(outcome.status, ctx.options)) throw new Rollback("not-stored");
       const lease = { recordId: claim.recordId, leaseToken: claim.leaseToken };
       if (!(await completeIn(tx, lease, await toStoredResponse(outcome, ctx.options)))) {
@@ -430,23 +428,56 @@ async function claimInTransaction(ctx: Ctx, run: Run): Promise<Response> {
       }
     });
   } catch (error) {
-    if (error instanceof Rollback) return answer(result!.outcome!);
-    if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) {
-      throw new IdempotencyError(
-        "REQUEST_IN_PROGRESS",
-        "A request with this idempotency key is still running",
-        {
-          retryAfterSeconds: 1,
-        },
-      );
+    finished?.();
+    if (error instanceof Rollback) {
+      if (error.reason === "lease-lost") return fenced(ctx, { lost: false });
+      ctx.metrics.failed++; // rolled back with the claim: the retry runs again
+      return firstResponse(outcome!);
     }
-    if (result?.claim.outcome !== "started") throw storeUnavailable(ctx, "begin", error);
-    ctx.options.logger.error(`[idempotency] ${ctx.options.functionName}: the transaction failed`, error);
-    return answer(await errorOutcome(internalError()));
+    if (sqlState(error) === LOCK_NOT_AVAILABLE) {
+      return { outcome: "in_progress", recordId: "", retryAfterSeconds: ctx.options.lockTimeoutSeconds };
+    }
+    if (claim?.outcome !== "started") {
+      if (isMissingUser(error)) {
+        throw new IdempotencyError("USER_NOT_FOUND", "The signed-in user no longer exists", { cause: error });
+      }
+      throw error; // the claim failed: the pipeline applies onStoreError to an outage
+    }
+    ctx.metrics.failed++;
+    return firstResponse(await transactionFailed(ctx, error));
   }
-  if (result!.claim.outcome !== "started") return await settle(result!.claim);
-  await ctx.hooks.afterCommit?.();
-  return answer(result!.outcome!);
+  finished?.();
+  if (claim!.outcome !== "started") return claim!;
+  await s.hooks.afterCommit?.();
+  return firstResponse(outcome!);
+}
+
+/**
+ * The work's transaction failed outside the handler (at its start, the completion or the commit): nothing
+ * committed. An outage (the connection broke, the server restarts) is a 503 with `Retry-After`, as a store
+ * outage is; anything else is a 500.
+ */
+async function transactionFailed(ctx: Pipeline, error: unknown): Promise<HandlerOutcome> {
+  const outage = isStoreOutage(error);
+  log(ctx, "error", `the transaction failed${outage ? " (the database is unavailable)" : ""}`, error);
+  const answer = outage
+    ? new IdempotencyError("STORE_UNAVAILABLE", "The database is unavailable; retry later", {
+      retryAfterSeconds: 1,
+    })
+    : internalError();
+  return { ...(await errorOutcome(answer)), error };
+}
+
+/** Another request took the key over and its result stands: this one's writes were rolled back. */
+function fenced(ctx: Pipeline, state: LeaseState): never {
+  leaseLost(ctx, state, "complete");
+  throw new IdempotencyError(
+    "REQUEST_IN_PROGRESS",
+    "Another request with this idempotency key took it over",
+    {
+      retryAfterSeconds: 1,
+    },
+  );
 }
 
 /** One transaction of the handler: the raw transaction, the handler's guarded view of it, and its marker. */
@@ -471,14 +502,14 @@ interface Transaction {
  * commit a record whose rows were rolled back. So the completion only writes where the marker is set (in
  * this very transaction), and the handler's statements are refused as soon as the transaction has ended.
  */
-async function inTransaction(ctx: Ctx, fn: (tx: Transaction) => Promise<void>): Promise<void> {
+async function inTransaction(s: Settings, fn: (tx: Transaction) => Promise<void>): Promise<void> {
   const marker = crypto.randomUUID();
-  const ms = `${ctx.statementTimeoutMs}ms`;
+  const ms = `${s.statementTimeoutMs}ms`;
   // an in-transaction claim waits on a duplicate's row for at most lockWaitMs
-  const lockMs = ctx.claim === "in-transaction" ? `${ctx.lockWaitMs}ms` : ms;
+  const lockMs = s.claim === "in-transaction" ? `${s.lockWaitMs}ms` : ms;
   let open = true;
   try {
-    await ctx.sql().begin(async (raw) => {
+    await s.sql().begin(async (raw) => {
       // sent at once and not awaited: it travels in the same round trip as the handler's first statement
       // (postgres.js pipelines on the transaction's connection); a failure aborts the transaction, so the
       // handler's statements fail too, and it is awaited before anything commits
@@ -498,7 +529,11 @@ async function inTransaction(ctx: Ctx, fn: (tx: Transaction) => Promise<void>): 
 function guard(tx: postgres.TransactionSql, isOpen: () => boolean): postgres.TransactionSql {
   return new Proxy(tx, {
     apply(target, self, args) {
-      if (!isOpen()) throw new Error("the transaction has ended (its connection closed): statement refused");
+      if (!isOpen()) {
+        // a connection failure to whoever classifies it (the function's 503, the pipeline's outage)
+        const error = new Error("the transaction has ended (its connection closed): statement refused");
+        throw Object.assign(error, { code: "CONNECTION_CLOSED" });
+      }
       return Reflect.apply(target, self, args);
     },
   });
@@ -523,12 +558,14 @@ const stepsNeedSeparateClaim: TransactionContext["step"] = () =>
 
 /** Loads the steps a previous attempt recorded, and records each new one as soon as it returns. */
 async function stepRunner(
-  ctx: Ctx,
-  run: Run,
-  lease: Lease,
+  s: Settings,
+  input: BeginInput,
+  claimed: Lease,
   attempt: number,
 ): Promise<TransactionContext["step"]> {
-  const sql = ctx.sql();
+  // a keyless claim holds two records (keyless.ts): its steps hang on the first
+  const [lease = claimed] = leasesOf(claimed);
+  const sql = s.sql();
   const done = new Map<string, unknown>();
   if (attempt > 1) {
     const rows = await sql<{ step_name: string; result: unknown }[]>`
@@ -537,161 +574,15 @@ async function stepRunner(
   }
   return async <T>(name: string, work: (stepKey: string) => Promise<T>): Promise<T> => {
     if (done.has(name)) return done.get(name) as T;
-    const result = await work(stepKeyOf(run.input, name));
+    const result = await work(stepKeyOf(input, name));
     const [row] = await sql<{ ok: boolean }[]>`
       select public.idempotency_record_step(${lease.recordId}::uuid, ${lease.leaseToken}::uuid, ${name}::text,
         ${sql.json((result ?? null) as postgres.JSONValue)}::jsonb) as ok`;
     if (row?.ok !== true) throw new Rollback("lease-lost");
     done.set(name, result);
-    await ctx.hooks.afterStep?.(name);
+    await s.hooks.afterStep?.(name);
     return result;
   };
-}
-
-async function runHandler(
-  ctx: Ctx,
-  req: Request,
-  handlerCtx: TransactionContext,
-  run?: Run,
-): Promise<Outcome> {
-  const fresh = run
-    ? new Request(req.url, { method: req.method, headers: req.headers, body: bodyOf(req, run.body) })
-    : req;
-  try {
-    const response = await ctx.handler(fresh, handlerCtx);
-    return {
-      status: response.status,
-      headers: new Headers(response.headers),
-      body: new Uint8Array(await response.arrayBuffer()),
-    };
-  } catch (error) {
-    if (error instanceof Rollback) throw error;
-    ctx.options.logger.error(
-      `[idempotency] ${ctx.options.functionName}: the handler threw; rolled back`,
-      error,
-    );
-    return { ...(await errorOutcome(internalError())), error };
-  }
-}
-
-function bodyOf(req: Request, body: Uint8Array): BodyInit | null {
-  return req.method === "GET" || req.method === "HEAD" ? null : body.slice();
-}
-
-async function errorOutcome(error: IdempotencyError): Promise<Outcome> {
-  const response = errorResponse(error);
-  return {
-    status: response.status,
-    headers: response.headers,
-    body: new Uint8Array(await response.arrayBuffer()),
-  };
-}
-
-function answer(outcome: Outcome): Response {
-  const headers = new Headers(outcome.headers);
-  headers.delete("content-length");
-  headers.set(REPLAY_HEADER, "false");
-  return buildResponse(outcome.status, headers, outcome.body);
-}
-
-function isStorable(status: number, options: ResolvedIdempotencyOptions): boolean {
-  if (status < 400) return true;
-  return status < 500 && options.storeClientErrors && !TRANSIENT_CLIENT_ERRORS.has(status);
-}
-
-/** Another request took the key over and its result stands: this one's writes were rolled back. */
-function leaseLost(ctx: Ctx): never {
-  ctx.options.logger.warn(
-    `[idempotency] ${ctx.options.functionName}: lease lost: another request took the key over; rolled back`,
-  );
-  throw new IdempotencyError(
-    "REQUEST_IN_PROGRESS",
-    "Another request with this idempotency key took it over",
-    {
-      retryAfterSeconds: 1,
-    },
-  );
-}
-
-async function release(store: PostgresStore, lease: Lease, outcome: Outcome, ctx: Ctx): Promise<void> {
-  const message = outcome.error === undefined ? `HTTP ${outcome.status}` : errorMessage(outcome.error);
-  try {
-    await store.fail(lease, { message, status: outcome.status });
-  } catch (error) {
-    // the lease runs out by itself: the key is retried after lockTimeoutSeconds
-    ctx.options.logger.error(`[idempotency] ${ctx.options.functionName}: store fail failed`, error);
-  }
-}
-
-async function settle(claim: BeginResult): Promise<Response> {
-  switch (claim.outcome) {
-    case "replay": {
-      const response = await fromStoredResponse(claim.response);
-      response.headers.set(REPLAY_HEADER, "true");
-      return response;
-    }
-    case "in_progress":
-      throw new IdempotencyError(
-        "REQUEST_IN_PROGRESS",
-        "A request with this idempotency key is still running",
-        {
-          retryAfterSeconds: claim.retryAfterSeconds,
-        },
-      );
-    case "mismatch":
-      throw new IdempotencyError(
-        "KEY_REUSED_WITH_DIFFERENT_REQUEST",
-        "This idempotency key was already used with a different request (method, path or body)",
-      );
-    case "started":
-      throw new Error("unreachable: a started claim is run, not settled");
-  }
-}
-
-/** Polls the claim with doubling pauses while another request holds the key (`onInFlight: "wait"`). */
-async function waitFor(ctx: Ctx, input: BeginInput): Promise<BeginResult> {
-  const deadline = Date.now() + ctx.options.waitTimeoutMs;
-  let pause = 25;
-  let result = await beginAsync(ctx.sql(), input);
-  while (result.outcome === "in_progress" && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, Math.min(pause, Math.max(deadline - Date.now(), 0))));
-    pause = Math.min(pause * 2, 1000);
-    result = await beginAsync(ctx.sql(), input);
-  }
-  return result;
-}
-
-/** Renews the lease while the handler runs (outside its transaction, on the pool), for at most maxRunMs. */
-function startRenewal(ctx: Ctx, store: PostgresStore, lease: Lease): { stop(): Promise<void> } {
-  if (!ctx.options.renewLease) return { stop: () => Promise.resolve() };
-  const until = Date.now() + ctx.maxRunMs;
-  let pending: Promise<unknown> = Promise.resolve();
-  const timer = setInterval(() => {
-    if (Date.now() > until) {
-      clearInterval(timer);
-      ctx.options.logger.warn(
-        `[idempotency] ${ctx.options.functionName}: still running after maxRunSeconds; the lease is no longer renewed`,
-      );
-      return;
-    }
-    pending = pending.then(() => store.extendLease(lease, ctx.options.lockTimeoutSeconds)).catch(() => false);
-  }, ctx.options.lockTimeoutSeconds * 500);
-  return {
-    stop: () => {
-      clearInterval(timer);
-      return pending.then(() => undefined);
-    },
-  };
-}
-
-async function beginAsync(sql: postgres.Sql, input: BeginInput): Promise<BeginResult> {
-  const [row] = await sql<BeginRow[]>`
-    select * from public.idempotency_begin_async(
-      ${input.key}::text, ${input.userId}::uuid, ${input.functionName}::text, ${input.fingerprint}::text,
-      ${input.ttlSeconds}::integer, ${input.lockTimeoutSeconds}::integer
-    )`;
-  if (!row) throw new Error("idempotency_begin_async returned no row");
-  return beginRowResult(row);
 }
 
 async function beginIn(tx: postgres.TransactionSql, input: BeginInput): Promise<BeginResult> {
@@ -708,9 +599,16 @@ async function beginIn(tx: postgres.TransactionSql, input: BeginInput): Promise<
  * `idempotency_complete` inside the handler's transaction: the fence (the lease token) and, through the
  * marker, proof that this statement runs in the transaction that did the work.
  */
-async function completeIn(tx: Transaction, lease: Lease, response: StoredResponse): Promise<boolean> {
-  const { raw } = tx;
+async function completeIn(tx: Transaction, claimed: Lease, response: StoredResponse): Promise<boolean> {
   await tx.settled;
+  for (const lease of leasesOf(claimed)) {
+    if (!(await completeOne(tx, lease, response))) return false;
+  }
+  return true;
+}
+
+async function completeOne(tx: Transaction, lease: Lease, response: StoredResponse): Promise<boolean> {
+  const { raw } = tx;
   const [row] = await raw<{ ok: boolean }[]>`
     select case when current_setting('idempotency.transaction', true) = ${tx.marker}::text
       then public.idempotency_complete(
@@ -720,24 +618,7 @@ async function completeIn(tx: Transaction, lease: Lease, response: StoredRespons
   return row?.ok === true;
 }
 
-function storeUnavailable(ctx: Ctx, method: string, error: unknown): IdempotencyError {
-  if (error instanceof IdempotencyError) return error;
-  ctx.options.logger.error(`[idempotency] ${ctx.options.functionName}: store ${method} failed`, error);
-  return new IdempotencyError("STORE_UNAVAILABLE", "The idempotency store is unavailable; retry later", {
-    retryAfterSeconds: 1,
-  });
-}
-
-function asIdempotencyError(ctx: Ctx, error: unknown): IdempotencyError {
-  if (error instanceof IdempotencyError) return error;
-  ctx.options.logger.error(`[idempotency] ${ctx.options.functionName}: the request failed`, error);
-  return internalError();
-}
-
-function internalError(): IdempotencyError {
-  return new IdempotencyError("INTERNAL_ERROR", "The function failed; retry with the same idempotency key");
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+/** The records a claim holds: one, or a keyless claim's pair (both completed in the same transaction). */
+function leasesOf(lease: Lease): Lease[] {
+  return isLeasePair(lease) ? splitLease(lease) : [lease];
 }

@@ -10,6 +10,7 @@ import postgres from "npm:postgres@3.4.9";
 import { storedResponse, toBeginResult } from "../_begin_rules.ts";
 import { IdempotencyError } from "../errors.ts";
 import { observeDatabaseError, ResilientPostgres, withDeadline } from "../_postgres_client.ts";
+import { isMissingUser } from "../_outage.ts";
 import type {
   BeginInput,
   BeginResult,
@@ -105,6 +106,14 @@ export interface PostgresStoreOptions {
    * @default {Number(Deno.env.get("IDEMPOTENCY_STORE_TIMEOUT_MS") ?? 3000)}
    */
   statementTimeoutMs?: number;
+  /**
+   * Claim with `idempotency_begin_async`, whose transaction commits with `synchronous_commit = off`. Safe
+   * only when the run completes the record in a synchronously committed transaction of the same database
+   * (the transactional mode does): that commit flushes the claim too. Not for `withIdempotency`.
+   *
+   * @default {false}
+   */
+  asyncClaim?: boolean;
 }
 
 /** One row of `idempotency_begin` (and of `idempotency_begin_async`, which returns the same). */
@@ -161,6 +170,7 @@ export class PostgresStore implements IdempotencyStore {
   /** The pool this store opened, recycled on connection failures (see _postgres_client.ts). */
   readonly #pool: ResilientPostgres | undefined;
   readonly #timeoutMs: number;
+  readonly #asyncClaim: boolean;
 
   /**
    * Opens no connection yet (postgres.js connects on the first query); throws when no URL is known.
@@ -170,6 +180,7 @@ export class PostgresStore implements IdempotencyStore {
    */
   constructor(options: PostgresStoreOptions = {}) {
     this.#timeoutMs = options.statementTimeoutMs ?? storeTimeoutFromEnv();
+    this.#asyncClaim = options.asyncClaim ?? false;
     if (options.sql) {
       this.#sql = options.sql;
       this.#ownsClient = false;
@@ -199,11 +210,18 @@ export class PostgresStore implements IdempotencyStore {
    */
   begin(input: BeginInput): Promise<BeginResult> {
     return this.#run("begin", async () => {
+      const { key, userId, functionName, fingerprint, ttlSeconds, lockTimeoutSeconds } = input;
       const [row] = await this.#bounded(
-        this.#sql<BeginRow[]>`
+        this.#asyncClaim
+          ? this.#sql<BeginRow[]>`
+        select * from public.idempotency_begin_async(
+          ${key}::text, ${userId}::uuid, ${functionName}::text, ${fingerprint}::text,
+          ${ttlSeconds}::integer, ${lockTimeoutSeconds}::integer
+        )`
+          : this.#sql<BeginRow[]>`
         select * from public.idempotency_begin(
-          ${input.key}::text, ${input.userId}::uuid, ${input.functionName}::text, ${input.fingerprint}::text,
-          ${input.ttlSeconds}::integer, ${input.lockTimeoutSeconds}::integer
+          ${key}::text, ${userId}::uuid, ${functionName}::text, ${fingerprint}::text,
+          ${ttlSeconds}::integer, ${lockTimeoutSeconds}::integer
         )`,
         (rows) => this.#releaseLateClaim(rows),
       );
@@ -391,13 +409,6 @@ function toKeyStatus(row: StatusRow): KeyStatus {
 /** Every lease this store hands out is two UUIDs; anything else cannot match, and would only raise 22P02. */
 function isUuidLease(lease: Lease): boolean {
   return UUID.test(lease.recordId) && UUID.test(lease.leaseToken);
-}
-
-/** SQLSTATE 23503 on the `user_id` foreign key: the user row is gone. */
-function isMissingUser(error: unknown): boolean {
-  const e = error as { code?: unknown; constraint_name?: unknown };
-  return e?.code === "23503" && typeof e.constraint_name === "string" &&
-    e.constraint_name.includes("user_id");
 }
 
 /** `IDEMPOTENCY_STORE_TIMEOUT_MS` when it is a positive integer, else 3000. */
