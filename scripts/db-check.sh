@@ -75,7 +75,8 @@ files=$(find supabase/migrations -name '*.sql' | wc -l)
 # migration redefines what an earlier one made, so they are re-run in order, all of them.
 mapfile -t MIGRATIONS < <(find supabase/migrations -name '*.sql' | sort)
 for f in "${MIGRATIONS[@]}"; do
-  psql_run -f "$f" >/dev/null || die "re-running $f with psql failed"
+  # in one transaction each, as `supabase migration up` applies them (their `set local` timeouts need one)
+  psql_run --single-transaction -f "$f" >/dev/null || die "re-running $f with psql failed"
 done
 expect_objects "$PRESENT" "after re-running the migrations with psql"
 echo "db-check: rollback ok: ${#ROLLBACKS[@]} rollback(s) removed every object," \
