@@ -20,13 +20,7 @@ import { getIdempotencyKey } from "./key.ts";
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from "./options.ts";
 import { sharedPool } from "./pool.ts";
 import type { BeginInput, BeginResult, Lease, StoredResponse } from "./store.ts";
-import {
-  type BeginRow,
-  beginRowResult,
-  type PostgresClient,
-  PostgresStore,
-  type PostgresTransaction,
-} from "./stores/postgres.ts";
+import { type PostgresClient, PostgresStore, type PostgresTransaction } from "./stores/postgres.ts";
 import { stepKeyOf } from "./steps.ts";
 
 /**
@@ -205,8 +199,6 @@ interface Ctx {
 }
 
 const TRANSIENT_CLIENT_ERRORS = new Set([408, 409, 425, 429]);
-/** A Postgres `lock_not_available`: a duplicate waited `lockWaitMs` for the first run's row. */
-const LOCK_NOT_AVAILABLE = "55P03";
 
 /**
  * Wraps a handler whose side effects live in this Postgres: each keyed request runs once, its rows and its
@@ -353,11 +345,12 @@ function beginInput(
  * second one that completes the record with the lease token; release with `idempotency_fail` outside.
  */
 async function separateClaim(ctx: Ctx, run: Run): Promise<Response> {
+  const store = new PostgresStore({ sql: ctx.sql() });
   let claim: BeginResult;
   try {
-    claim = await beginAsync(ctx.sql(), run.input);
+    claim = await store.beginAsync(run.input);
     if (claim.outcome === "in_progress" && ctx.options.onInFlight === "wait") {
-      claim = await waitFor(ctx, run.input);
+      claim = await waitFor(ctx, store, run.input);
     }
   } catch (error) {
     throw storeUnavailable(ctx, "begin", error);
@@ -365,7 +358,6 @@ async function separateClaim(ctx: Ctx, run: Run): Promise<Response> {
   if (claim.outcome !== "started") return await settle(claim);
   await ctx.hooks.afterClaim?.();
   const lease: Lease = { recordId: claim.recordId, leaseToken: claim.leaseToken };
-  const store = new PostgresStore({ sql: ctx.sql() });
   const steps = await stepRunner(ctx, run, lease, claim.attempt);
   const renewal = startRenewal(ctx, store, lease);
   let outcome: Outcome | undefined;
@@ -411,7 +403,7 @@ async function claimInTransaction(ctx: Ctx, run: Run): Promise<Response> {
   let result: { claim: BeginResult; outcome?: Outcome } | undefined;
   try {
     await inTransaction(ctx, async (tx) => {
-      const claim = await beginIn(tx.raw, run.input);
+      const claim = await new PostgresStore({ sql: ctx.sql() }).beginInTransaction(tx.raw, run.input);
       result = { claim };
       if (claim.outcome !== "started") return;
       await ctx.hooks.afterClaim?.();
@@ -431,15 +423,6 @@ async function claimInTransaction(ctx: Ctx, run: Run): Promise<Response> {
     });
   } catch (error) {
     if (error instanceof Rollback) return answer(result!.outcome!);
-    if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) {
-      throw new IdempotencyError(
-        "REQUEST_IN_PROGRESS",
-        "A request with this idempotency key is still running",
-        {
-          retryAfterSeconds: 1,
-        },
-      );
-    }
     if (result?.claim.outcome !== "started") throw storeUnavailable(ctx, "begin", error);
     ctx.options.logger.error(`[idempotency] ${ctx.options.functionName}: the transaction failed`, error);
     return answer(await errorOutcome(internalError()));
@@ -649,14 +632,14 @@ async function settle(claim: BeginResult): Promise<Response> {
 }
 
 /** Polls the claim with doubling pauses while another request holds the key (`onInFlight: "wait"`). */
-async function waitFor(ctx: Ctx, input: BeginInput): Promise<BeginResult> {
+async function waitFor(ctx: Ctx, store: PostgresStore, input: BeginInput): Promise<BeginResult> {
   const deadline = Date.now() + ctx.options.waitTimeoutMs;
   let pause = 25;
-  let result = await beginAsync(ctx.sql(), input);
+  let result = await store.beginAsync(input);
   while (result.outcome === "in_progress" && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, Math.min(pause, Math.max(deadline - Date.now(), 0))));
     pause = Math.min(pause * 2, 1000);
-    result = await beginAsync(ctx.sql(), input);
+    result = await store.beginAsync(input);
   }
   return result;
 }
@@ -682,26 +665,6 @@ function startRenewal(ctx: Ctx, store: PostgresStore, lease: Lease): { stop(): P
       return pending.then(() => undefined);
     },
   };
-}
-
-async function beginAsync(sql: postgres.Sql, input: BeginInput): Promise<BeginResult> {
-  const [row] = await sql<BeginRow[]>`
-    select * from public.idempotency_begin_async(
-      ${input.key}::text, ${input.userId}::uuid, ${input.functionName}::text, ${input.fingerprint}::text,
-      ${input.ttlSeconds}::integer, ${input.lockTimeoutSeconds}::integer
-    )`;
-  if (!row) throw new Error("idempotency_begin_async returned no row");
-  return beginRowResult(row);
-}
-
-async function beginIn(tx: postgres.TransactionSql, input: BeginInput): Promise<BeginResult> {
-  const [row] = await tx<BeginRow[]>`
-    select * from public.idempotency_begin(
-      ${input.key}::text, ${input.userId}::uuid, ${input.functionName}::text, ${input.fingerprint}::text,
-      ${input.ttlSeconds}::integer, ${input.lockTimeoutSeconds}::integer
-    )`;
-  if (!row) throw new Error("idempotency_begin returned no row");
-  return beginRowResult(row);
 }
 
 /**
