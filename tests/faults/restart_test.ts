@@ -123,7 +123,7 @@ Deno.test({
       const started = performance.now();
       for (let i = 0; i < RESTARTS; i++) {
         await new Promise((resolve) => setTimeout(resolve, 250));
-        killed += await terminateBackends(i % 2 === 0 ? "idempotency-store" : "supabase-edge-function");
+        killed += await terminateBackends("edge-function"); // the shared pool: store calls and transactions
         await new Promise((resolve) => setTimeout(resolve, 250));
         const readyAt = await restartDatabase(i % 2 === 0 ? "fast" : "immediate");
         const deadline = readyAt + 10_000;

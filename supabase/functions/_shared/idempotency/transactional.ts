@@ -19,6 +19,7 @@ import { corsHeaders, REPLAY_HEADER, withCorsHeaders } from "./headers.ts";
 import { getIdempotencyKey } from "./key.ts";
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from "./options.ts";
 import { sharedPool } from "./pool.ts";
+import { transactionFailure } from "./_postgres_client.ts";
 import type { BeginInput, BeginResult, Lease, StoredResponse } from "./store.ts";
 import { type PostgresClient, PostgresStore, type PostgresTransaction } from "./stores/postgres.ts";
 import { stepKeyOf } from "./steps.ts";
@@ -382,7 +383,7 @@ async function separateClaim(ctx: Ctx, run: Run): Promise<Response> {
     if (!(error instanceof Rollback)) {
       // the handler's transaction failed (the database refused the work, or the connection broke)
       ctx.options.logger.error(`[idempotency] ${ctx.options.functionName}: the transaction failed`, error);
-      outcome = { ...(await errorOutcome(internalError())), error };
+      outcome = { ...(await errorOutcome(transactionFailure(error))), error };
     } else rolledBack = error;
   }
   if (rolledBack?.reason === "lease-lost") return leaseLost(ctx);
@@ -425,7 +426,7 @@ async function claimInTransaction(ctx: Ctx, run: Run): Promise<Response> {
     if (error instanceof Rollback) return answer(result!.outcome!);
     if (result?.claim.outcome !== "started") throw storeUnavailable(ctx, "begin", error);
     ctx.options.logger.error(`[idempotency] ${ctx.options.functionName}: the transaction failed`, error);
-    return answer(await errorOutcome(internalError()));
+    return answer(await errorOutcome(transactionFailure(error)));
   }
   if (result!.claim.outcome !== "started") return await settle(result!.claim);
   await ctx.hooks.afterCommit?.();
@@ -481,7 +482,11 @@ async function inTransaction(ctx: Ctx, fn: (tx: Transaction) => Promise<void>): 
 function guard(tx: postgres.TransactionSql, isOpen: () => boolean): postgres.TransactionSql {
   return new Proxy(tx, {
     apply(target, self, args) {
-      if (!isOpen()) throw new Error("the transaction has ended (its connection closed): statement refused");
+      if (!isOpen()) {
+        // the driver's code for a closed connection, so the function answers it as an outage (503)
+        const message = "the transaction has ended (its connection closed): statement refused";
+        throw Object.assign(new Error(message), { code: "CONNECTION_CLOSED" });
+      }
       return Reflect.apply(target, self, args);
     },
   });
