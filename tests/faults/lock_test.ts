@@ -40,7 +40,7 @@ function inTransactionHandler(sql: ReturnType<typeof openPool>, runs: { count: n
 
 Deno.test("a 10 s lock on idempotency_keys: 503 with Retry-After within the deadline, nothing written", async () => {
   const user = await newUser();
-  const sql = openPool({ url: DB_URL, max: 4 });
+  const sql = openPool({ url: DB_URL, max: 8 }); // a connection for each of the 5 claims
   const runs = { count: 0 };
   const inTransaction = inTransactionHandler(sql, runs);
   const holder = new Deno.Command("psql", {
