@@ -200,12 +200,12 @@ function cancelDriverDefect(event: Event, error: unknown): void {
     : `socket error without a listener: ${error}`;
   // Not now: in a macrotask. `nextWrite` throws from a `setImmediate` callback; Deno (as Node) then keeps the
   // rest of that batch of immediates in a separate "outstanding" list and runs it right after this listener
-  // and the microtasks it queues. `clearImmediate` unlinks an immediate from the main list only, so clearing
-  // the outstanding list's first one in that window leaves it there, destroyed, and the next run of the batch
-  // dereferences the missing previous immediate: `TypeError: Cannot read properties of undefined (reading
-  // '_idleNext')` in `runImmediates`, raised by the runtime itself and again on every turn, which ended the
-  // process. Ending a pool does exactly that clearing (`end()` terminates idle connections, and `terminate()`
-  // clears their pending write), so the recycle waits until the batch has run.
+  // and the pending ticks and microtasks. `clearImmediate` unlinks an immediate from the main list only, so
+  // clearing the outstanding list's first one in that window leaves it there, destroyed, and the next run
+  // dereferences its missing predecessor: `TypeError: Cannot read properties of undefined (reading
+  // '_idleNext')` in `runImmediates`, again on every turn (see `settleUnlessClosed` for the main cause).
+  // Ending a pool can clear immediates (`end()` terminates connections, `terminate()` clears a pending
+  // write), so it waits until the batch has run.
   setTimeout(() => {
     for (const pool of livePools) pool.recycle(reason);
   }, 0);
