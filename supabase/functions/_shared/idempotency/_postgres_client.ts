@@ -272,7 +272,8 @@ function reconnectBackoff(): number {
  *
  * @example Share one pool between a store and a function
  * ```ts
- * const pool = new ResilientPostgres("postgresql://postgres:postgres@127.0.0.1:54322/postgres");
+ * const url = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
+ * const pool = new ResilientPostgres(url);
  * const [row] = await withDeadline(pool.sql`select 1 as one`, 3000);
  * await pool.end();
  * ```
