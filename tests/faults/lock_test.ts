@@ -2,10 +2,13 @@
  * Bounded waits (docs/faults.md): while another session holds `idempotency_keys` locked for 10 s, keyed
  * requests get 503 with `Retry-After` within the store's deadline (`IDEMPOTENCY_STORE_TIMEOUT_MS`, 3 s by
  * default), the handler never runs, nothing is half-written, and once the lock is gone the same keys run.
- * Before the fix each request waited for the whole lock.
+ * Before the fix each request waited for the whole lock. The same holds for `withIdempotentTransaction`'s
+ * in-transaction claim (the claim is a statement of the handler's transaction), checked in-process.
  */
 
 import assert from "node:assert/strict";
+import { openPool, withIdempotentTransaction } from "../../supabase/functions/_shared/idempotency.ts";
+import { JWT_SECRET } from "../support/jwt.ts";
 import { newUser, psql, report } from "./support.ts";
 
 const API_URL = Deno.env.get("API_URL") ?? "http://127.0.0.1:54321";
@@ -21,8 +24,25 @@ function post(token: string, key: string): Promise<Response> {
   });
 }
 
+/** A transactional handler with the in-transaction claim, in this process; counts its runs. */
+function inTransactionHandler(sql: ReturnType<typeof openPool>, runs: { count: number }) {
+  return withIdempotentTransaction(() => {
+    runs.count++;
+    return new Response(null, { status: 201 });
+  }, {
+    functionName: "lock-test",
+    sql,
+    claim: "in-transaction",
+    jwtSecret: JWT_SECRET,
+    logger: { error: () => {}, warn: () => {} },
+  });
+}
+
 Deno.test("a 10 s lock on idempotency_keys: 503 with Retry-After within the deadline, nothing written", async () => {
   const user = await newUser();
+  const sql = openPool({ url: DB_URL, max: 8 }); // a connection for each of the 5 claims
+  const runs = { count: 0 };
+  const inTransaction = inTransactionHandler(sql, runs);
   const holder = new Deno.Command("psql", {
     args: [
       "-X",
@@ -45,8 +65,15 @@ Deno.test("a 10 s lock on idempotency_keys: 503 with Retry-After within the dead
     }
     const keys = Array.from({ length: 5 }, () => `lock-${crypto.randomUUID()}`);
     const started = performance.now();
-    const answers = await Promise.all(keys.map(async (key) => {
-      const res = await post(user.token, key);
+    const answers = await Promise.all([...keys, ...keys.map((key) => `tx-${key}`)].map(async (key) => {
+      const res = key.startsWith("tx-")
+        ? await inTransaction(
+          new Request("http://local/functions/v1/lock-test", {
+            method: "POST",
+            headers: { authorization: `Bearer ${user.token}`, "idempotency-key": key },
+          }),
+        )
+        : await post(user.token, key);
       return {
         status: res.status,
         retryAfter: res.headers.get("retry-after"),
@@ -56,7 +83,7 @@ Deno.test("a 10 s lock on idempotency_keys: 503 with Retry-After within the dead
     }));
     const slowest = Math.max(...answers.map((a) => a.ms));
     await report(
-      `lock held ${LOCK_SECONDS} s: ${answers.length} keyed requests answered ` +
+      `lock held ${LOCK_SECONDS} s: ${keys.length} keyed requests and ${keys.length} in-transaction claims answered ` +
         `${[...new Set(answers.map((a) => a.status))].join(",")} in at most ${slowest.toFixed(0)} ms ` +
         `(store deadline ${DEADLINE_MS} ms)`,
     );
@@ -70,6 +97,7 @@ Deno.test("a 10 s lock on idempotency_keys: 503 with Retry-After within the dead
       );
     }
     assert.ok(slowest < DEADLINE_MS + 1500, `${slowest} ms is past the deadline`);
+    assert.equal(runs.count, 0, "an in-transaction handler ran without its claim");
     assert.equal(await psql(`select count(*) from public.documents where user_id = '${user.id}'`), "0");
 
     const status = await holder.status;
@@ -88,6 +116,7 @@ Deno.test("a 10 s lock on idempotency_keys: 503 with Retry-After within the dead
       holder.kill();
     } catch { /* already done */ }
     await holder.status;
+    await sql.end();
     await psql(`delete from auth.users where id = '${user.id}'`);
   }
 });

@@ -42,6 +42,8 @@
 
 // deno-lint-ignore no-import-prefix -- functions pin npm packages by full specifier (deploy convention)
 import postgres from "npm:postgres@3.4.9";
+import { IdempotencyError } from "./errors.ts";
+import { isStoreOutage, sqlState } from "./_outage.ts";
 
 /** Options for {@link ResilientPostgres}: a subset of postgres.js's own. */
 export interface ResilientPostgresOptions {
@@ -153,6 +155,33 @@ export function isConnectionFailure(error: unknown): boolean {
   return false;
 }
 
+/**
+ * How a client should see a failed transaction of a function's own work (rolled back, nothing written): an
+ * unreachable or timed-out database (a connection failure, an outage SQLSTATE) is `DATABASE_UNAVAILABLE`
+ * (503, `Retry-After: 1`), so the client retries; anything else (a constraint, a bug) is `INTERNAL_ERROR`.
+ *
+ * @param error what the transaction rejected with.
+ * @returns the error to answer with.
+ * @example A restart mid-transaction
+ * ```ts
+ * import { transactionFailure } from "./_postgres_client.ts";
+ *
+ * const closed = Object.assign(new Error("write CONNECTION_CLOSED"), { code: "CONNECTION_CLOSED" });
+ * console.assert(transactionFailure(closed).code === "DATABASE_UNAVAILABLE");
+ * ```
+ */
+export function transactionFailure(error: unknown): IdempotencyError {
+  if (isConnectionFailure(error) || (sqlState(error) !== null && isStoreOutage(error))) {
+    return new IdempotencyError("DATABASE_UNAVAILABLE", "The database is unavailable; retry later", {
+      retryAfterSeconds: 1,
+      cause: error,
+    });
+  }
+  return new IdempotencyError("INTERNAL_ERROR", "The function failed; retry with the same idempotency key", {
+    cause: error,
+  });
+}
+
 /** The pools the defect guard recycles: the guard is process-wide, so what it protects is too. */
 const livePools = new Set<ResilientPostgres>();
 /** How many times the guard cancelled the driver's crash in this process (the fault test reads it). */
@@ -169,7 +198,17 @@ function cancelDriverDefect(event: Event, error: unknown): void {
   const reason = isNextWriteDefect(error)
     ? "postgres.js nextWrite on a closed socket"
     : `socket error without a listener: ${error}`;
-  for (const pool of livePools) pool.recycle(reason);
+  // Not now: in a macrotask. `nextWrite` throws from a `setImmediate` callback; Deno (as Node) then keeps the
+  // rest of that batch of immediates in a separate "outstanding" list and runs it right after this listener
+  // and the pending ticks and microtasks. `clearImmediate` unlinks an immediate from the main list only, so
+  // clearing the outstanding list's first one in that window leaves it there, destroyed, and the next run
+  // dereferences its missing predecessor: `TypeError: Cannot read properties of undefined (reading
+  // '_idleNext')` in `runImmediates`, again on every turn (see `settleUnlessClosed` for the main cause).
+  // Ending a pool can clear immediates (`end()` terminates connections, `terminate()` clears a pending
+  // write), so it waits until the batch has run.
+  setTimeout(() => {
+    for (const pool of livePools) pool.recycle(reason);
+  }, 0);
 }
 
 function onUncaughtError(event: ErrorEvent): void {
@@ -194,6 +233,35 @@ export function installPostgresDefectGuard(): void {
   globalThis.addEventListener("unhandledrejection", onUnhandledRejection);
 }
 
+/**
+ * The callback's outcome for postgres.js's `begin`, unless `begin` settled first (`state.settled`), which it
+ * does before its callback only when the transaction's connection closed: then the outcome never comes.
+ *
+ * Why: once its callback settles, postgres.js writes `commit`, or `rollback` after a failure, on the
+ * transaction's connection, even after that connection's socket closed (a restart, a killed backend). Such
+ * a write is the one `nextWrite` defers with `setImmediate` and then throws from on the null socket (see the
+ * module comment); and when that throw is cancelled while other connections close in the same turn, their
+ * close handler's `clearImmediate` reaches an immediate of the interrupted batch that Deno's (and Node's)
+ * timer list no longer links, and the runtime's next `runImmediates` dereferences a missing neighbour:
+ * `TypeError: Cannot read properties of undefined (reading '_idleNext')`, thrown again on every turn, which
+ * ended the process. The transaction is gone with its session anyway, and `begin` has already rejected
+ * (postgres.js races the callback against the connection's close), so withholding the outcome loses
+ * nothing: the driver never writes to the dead connection, and its pending scope is garbage-collected. A
+ * failure waits one macrotask first, long enough for a close that caused it to settle `begin`.
+ */
+async function settleUnlessClosed(outcome: unknown, state: { settled: boolean }): Promise<unknown> {
+  try {
+    // postgres.js runs an array of queries as their `Promise.all`
+    const result = await (Array.isArray(outcome) ? Promise.all(outcome) : outcome);
+    if (state.settled) return await new Promise<never>(() => {});
+    return result;
+  } catch (error) {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    if (state.settled) return await new Promise<never>(() => {});
+    throw error;
+  }
+}
+
 /** A reconnect delay in seconds: short and jittered, whatever the driver's failure count. */
 function reconnectBackoff(): number {
   return 0.05 + Math.random() * 0.05;
@@ -204,7 +272,8 @@ function reconnectBackoff(): number {
  *
  * @example Share one pool between a store and a function
  * ```ts
- * const pool = new ResilientPostgres("postgresql://postgres:postgres@127.0.0.1:54322/postgres");
+ * const url = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
+ * const pool = new ResilientPostgres(url);
  * const [row] = await withDeadline(pool.sql`select 1 as one`, 3000);
  * await pool.end();
  * ```
@@ -238,11 +307,22 @@ export class ResilientPostgres {
         if (typeof value !== "function") return value;
         if (property === "end") return (options?: { timeout?: number }) => this.end(options?.timeout ?? 5);
         if (property !== "begin") return value.bind(pool);
-        // A transaction that fails on its connection tells us the pools may be poisoned, as a store call does.
-        return (...args: unknown[]) =>
-          (value as (...a: unknown[]) => Promise<unknown>).apply(pool, args).catch((error: unknown) => {
-            throw this.observe(error);
-          });
+        return (...args: unknown[]) => {
+          const state = { settled: false };
+          const callback = args.at(-1) as (tx: postgres.TransactionSql) => unknown;
+          const begin = (value as (...a: unknown[]) => Promise<unknown>).apply(pool, [
+            ...args.slice(0, -1),
+            (tx: postgres.TransactionSql) => settleUnlessClosed(callback(tx), state),
+          ]);
+          // A transaction that fails on its connection tells us the pools may be poisoned, as a store call does.
+          return begin.then(
+            (result) => (state.settled = true, result),
+            (error: unknown) => {
+              state.settled = true;
+              throw this.observe(error);
+            },
+          );
+        };
       },
     });
     installPostgresDefectGuard();

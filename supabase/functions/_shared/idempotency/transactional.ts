@@ -17,7 +17,6 @@ import { IdempotencyError } from "./errors.ts";
 import { getIdempotencyKey } from "./key.ts";
 import { isLeasePair, splitLease } from "./keyless.ts";
 import type { IdempotentHandler } from "./middleware.ts";
-import { isMissingUser, isStoreOutage, sqlState } from "./_outage.ts";
 import {
   type Claim,
   type ClaimedRun,
@@ -40,14 +39,9 @@ import {
 } from "./_pipeline.ts";
 import { type IdempotencyOptions, resolveOptions } from "./options.ts";
 import { sharedPool } from "./pool.ts";
+import { transactionFailure } from "./_postgres_client.ts";
 import type { BeginInput, BeginResult, Lease, StoredResponse } from "./store.ts";
-import {
-  type BeginRow,
-  beginRowResult,
-  type PostgresClient,
-  PostgresStore,
-  type PostgresTransaction,
-} from "./stores/postgres.ts";
+import { type PostgresClient, PostgresStore, type PostgresTransaction } from "./stores/postgres.ts";
 import { stepKeyOf } from "./steps.ts";
 
 /**
@@ -225,9 +219,6 @@ interface Settings {
   readonly jwtRoles: boolean;
 }
 
-/** A Postgres `lock_not_available`: a duplicate waited `lockWaitMs` for the first run's row. */
-const LOCK_NOT_AVAILABLE = "55P03";
-
 /**
  * Wraps a handler whose side effects live in this Postgres: each keyed request runs once, its rows and its
  * stored response commit in one transaction, and retries replay the stored response. The request pipeline
@@ -309,7 +300,7 @@ function transactionMode(handler: TransactionalHandler, s: Settings): RunMode {
     runClaimed: (ctx, run) => runSeparate(ctx, s, handler, run),
   };
   if (s.claim === "in-transaction") {
-    mode.claimAndRun = (ctx, input, read) => claimInTransaction(ctx, s, handler, input, read);
+    mode.claimAndRun = (ctx, input, read) => claimInTransaction(ctx, s, handler, input, read, store());
   }
   return mode;
 }
@@ -404,6 +395,7 @@ async function claimInTransaction(
   handler: TransactionalHandler,
   input: BeginInput,
   read: ReadRequest,
+  store: PostgresStore,
 ): Promise<Claim | Response> {
   let claim: BeginResult | undefined;
   let outcome: HandlerOutcome | undefined;
@@ -411,7 +403,8 @@ async function claimInTransaction(
   try {
     await inTransaction(s, async (tx) => {
       const claimStart = performance.now();
-      claim = await beginIn(tx.raw, input);
+      // the store's deadline, SQLSTATE classification and USER_NOT_FOUND apply to this claim too
+      claim = await store.beginInTransaction(tx.raw, input);
       ctx.recorder?.observe(ctx.options.functionName, "claim", (performance.now() - claimStart) / 1000);
       if (claim.outcome !== "started") return;
       ctx.metrics.started++;
@@ -434,15 +427,11 @@ async function claimInTransaction(
       ctx.metrics.failed++; // rolled back with the claim: the retry runs again
       return firstResponse(outcome!);
     }
-    if (sqlState(error) === LOCK_NOT_AVAILABLE) {
+    if (claim === undefined && error instanceof IdempotencyError && error.code === "REQUEST_IN_PROGRESS") {
+      // waited lockWaitMs for the first run's row: an in-flight duplicate, answered with the pipeline's hint
       return { outcome: "in_progress", recordId: "", retryAfterSeconds: ctx.options.lockTimeoutSeconds };
     }
-    if (claim?.outcome !== "started") {
-      if (isMissingUser(error)) {
-        throw new IdempotencyError("USER_NOT_FOUND", "The signed-in user no longer exists", { cause: error });
-      }
-      throw error; // the claim failed: the pipeline applies onStoreError to an outage
-    }
+    if (claim?.outcome !== "started") throw error; // the claim failed: the pipeline applies onStoreError
     ctx.metrics.failed++;
     return firstResponse(await transactionFailed(ctx, error));
   }
@@ -454,17 +443,13 @@ async function claimInTransaction(
 
 /**
  * The work's transaction failed outside the handler (at its start, the completion or the commit): nothing
- * committed. An outage (the connection broke, the server restarts) is a 503 with `Retry-After`, as a store
- * outage is; anything else is a 500.
+ * committed. An outage (the connection broke, the server restarts) is a 503 `DATABASE_UNAVAILABLE` with
+ * `Retry-After`; anything else is a 500 (see `transactionFailure`).
  */
 async function transactionFailed(ctx: Pipeline, error: unknown): Promise<HandlerOutcome> {
-  const outage = isStoreOutage(error);
+  const answer = transactionFailure(error);
+  const outage = answer.code === "DATABASE_UNAVAILABLE";
   log(ctx, "error", `the transaction failed${outage ? " (the database is unavailable)" : ""}`, error);
-  const answer = outage
-    ? new IdempotencyError("STORE_UNAVAILABLE", "The database is unavailable; retry later", {
-      retryAfterSeconds: 1,
-    })
-    : internalError();
   return { ...(await errorOutcome(answer)), error };
 }
 
@@ -583,16 +568,6 @@ async function stepRunner(
     await s.hooks.afterStep?.(name);
     return result;
   };
-}
-
-async function beginIn(tx: postgres.TransactionSql, input: BeginInput): Promise<BeginResult> {
-  const [row] = await tx<BeginRow[]>`
-    select * from public.idempotency_begin(
-      ${input.key}::text, ${input.userId}::uuid, ${input.functionName}::text, ${input.fingerprint}::text,
-      ${input.ttlSeconds}::integer, ${input.lockTimeoutSeconds}::integer
-    )`;
-  if (!row) throw new Error("idempotency_begin returned no row");
-  return beginRowResult(row);
 }
 
 /**

@@ -145,6 +145,8 @@ interface StatusRow {
 
 /** Supavisor's transaction-mode port: a prepared statement may be missing on the next server connection. */
 const TRANSACTION_POOLER_PORT = "6543";
+/** SQLSTATE `lock_not_available`: a `lock_timeout` fired. */
+const LOCK_NOT_AVAILABLE = "55P03";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
@@ -225,6 +227,45 @@ export class PostgresStore implements IdempotencyStore {
         )`,
         (rows) => this.#releaseLateClaim(rows),
       );
+      if (!row) throw new Error("idempotency_begin returned no row");
+      return beginRowResult(row);
+    });
+  }
+
+  /**
+   * Claims a key through `idempotency_begin` as a statement of the open transaction `tx`, so the claim
+   * commits or rolls back with the caller's work (the transactional mode's in-transaction claim). Bounded by
+   * the same deadline as every store call: past it the statement is cancelled, which aborts `tx`, so a claim
+   * granted late cannot outlive it and needs no release. A `lock_timeout` of `tx` that fires first (SQLSTATE
+   * 55P03: another transaction holds the key's row, a duplicate still running) is `REQUEST_IN_PROGRESS`.
+   *
+   * @param tx An open transaction of this store's pool.
+   * @param input The key, its scope and request fingerprint, and the durations.
+   * @returns The outcome the begin rules give.
+   * @throws {IdempotencyError} `USER_NOT_FOUND` when the caller's user is gone; `REQUEST_IN_PROGRESS` on a
+   * lock timeout; another error when the store cannot be reached in time.
+   */
+  beginInTransaction(tx: PostgresTransaction, input: BeginInput): Promise<BeginResult> {
+    return this.#run("begin", async () => {
+      let rows: BeginRow[];
+      try {
+        rows = await this.#bounded(tx<BeginRow[]>`
+        select * from public.idempotency_begin(
+          ${input.key}::text, ${input.userId}::uuid, ${input.functionName}::text, ${input.fingerprint}::text,
+          ${input.ttlSeconds}::integer, ${input.lockTimeoutSeconds}::integer
+        )`);
+      } catch (error) {
+        if ((error as { code?: unknown })?.code !== LOCK_NOT_AVAILABLE) throw error;
+        throw new IdempotencyError(
+          "REQUEST_IN_PROGRESS",
+          "A request with this idempotency key is still running",
+          {
+            retryAfterSeconds: 1,
+            cause: error,
+          },
+        );
+      }
+      const [row] = rows;
       if (!row) throw new Error("idempotency_begin returned no row");
       return beginRowResult(row);
     });
@@ -355,6 +396,7 @@ export class PostgresStore implements IdempotencyStore {
     try {
       return await call();
     } catch (error) {
+      if (error instanceof IdempotencyError) throw error;
       // recycles this store's pool, or a shared one passed in as `sql`
       observeDatabaseError(error);
       if (isMissingUser(error)) {
