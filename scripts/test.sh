@@ -42,13 +42,18 @@ scripts/stack.sh start
 mkdir -p "$LOCAL_DIR/logs"
 
 say "format, lint, type check"
-deno fmt --check >/dev/null 2>&1 || { deno fmt --check || true; echo "deno fmt --check failed"; status=1; }
-deno lint || status=1
-deno check supabase/functions scripts tests client bench/wait bench/peers/deno_server.ts || status=1
+# each static check counts as one test, so that the summary line says when one failed
+static_check() { # title, command...
+  local title=$1; shift
+  if "$@"; then passed=$((passed + 1)); else echo "$title failed"; failed=$((failed + 1)); status=1; fi
+}
+static_check "deno fmt --check" deno fmt --check
+static_check "deno lint" deno lint
+static_check "deno check" deno check supabase/functions scripts tests client bench/wait bench/peers/deno_server.ts
 
 say "deploy shape: each function type-checks with only its own deno.json"
 for fn_config in supabase/functions/*/deno.json; do
-  deno check --quiet --config "$fn_config" "$(dirname "$fn_config")/index.ts" || status=1
+  static_check "deno check --config $fn_config" deno check --quiet --config "$fn_config" "$(dirname "$fn_config")/index.ts"
 done
 deno_test "deploy shape: each function loads and serves with only its own deno.json" tests/deploy
 
@@ -73,7 +78,9 @@ say "SQL lint: squawk over the migrations, plpgsql_check over the functions"
 if scripts/lint-sql.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 
 say "database proofs: rollback, pgTAP, advisors"
-if scripts/db-check.sh 2>&1 | tee "$OUT"; then :; else status=1; fi
+if scripts/db-check.sh 2>&1 | tee "$OUT"; then db_ok=1; else db_ok=0; status=1; fi
+# the rollback-and-reapply and advisors steps count as one test; the pgTAP assertions are counted below
+if [ "$db_ok" = 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 # `supabase test db` reports like prove: "Files=N, Tests=M"; count its assertions, and its failures.
 pg_tests=$(grep -Eo 'Tests=[0-9]+' "$OUT" | tail -1 | cut -d= -f2 || true)
 if [ -n "$pg_tests" ] && grep -q 'Result: PASS' "$OUT"; then passed=$((passed + pg_tests)); else failed=$((failed + 1)); fi

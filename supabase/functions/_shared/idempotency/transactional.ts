@@ -25,7 +25,6 @@ import {
   firstResponse,
   freshRequest,
   type HandlerOutcome,
-  internalError,
   isStorable,
   leaseLost,
   type LeaseState,
