@@ -88,7 +88,7 @@ export interface Gateway {
   stop(): Promise<void>;
 }
 
-/** Starts `scripts/gateway.ts` on `port` with the stack's settings, as scripts/stack.sh does. */
+/** Starts `scripts/gateway.ts` on `port` (0: any free one) with the stack's settings, as scripts/stack.sh does. */
 export async function startGateway(port: number, env: Record<string, string> = {}): Promise<Gateway> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--quiet", `${ROOT}scripts/gateway.ts`],
@@ -108,9 +108,18 @@ export async function startGateway(port: number, env: Record<string, string> = {
     exited = true;
     return s;
   });
-  const url = `http://127.0.0.1:${port}`;
+  // port 0: the system picks a free port (no clash with another process), which the gateway prints
+  const listening = () => /functions gateway on (http:\/\/127\.0\.0\.1:\d+)/.exec(text)?.[1];
+  let url = port === 0 ? "" : `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
     if (exited) throw new Error(`the gateway exited at start:\n${text}`);
+    if (url === "") {
+      url = listening() ?? "";
+      if (url === "") {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+    }
     try {
       const res = await fetch(`${url}/health`);
       await res.body?.cancel();

@@ -8,7 +8,6 @@
 import assert from "node:assert/strict";
 import { newUser, psql, report, startGateway } from "../faults/support.ts";
 
-const PORT = Number(Deno.env.get("FAULT_API_PORT") ?? 54331) + 1;
 const DISTINCT_KEYS = Number(Deno.env.get("HOSTILE_KEYS") ?? 3000);
 const GOOD_BODY = JSON.stringify({ title: "Target", content: "Revenue grew. Costs fell." });
 
@@ -115,7 +114,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const user = await newUser();
-    const gateway = await startGateway(PORT);
+    const gateway = await startGateway(0);
     try {
       const target = `hostile-target-${crypto.randomUUID()}`;
       const first = await fetch(`${gateway.url}/functions/v1/process-document`, {
