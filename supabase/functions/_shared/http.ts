@@ -4,8 +4,8 @@
  */
 
 import { type ErrorCode, errorResponse, IdempotencyError } from "./idempotency.ts";
-import { isStoreOutage, sqlState } from "./idempotency/_outage.ts";
-import { isConnectionFailure } from "./idempotency/_postgres_client.ts";
+import { sqlState } from "./idempotency/_outage.ts";
+import { isDatabaseOutage } from "./idempotency/_postgres_client.ts";
 
 /** The codes the functions' own errors use (a subset of the family's `ErrorCodes`). */
 export type FunctionErrorCode = Extract<
@@ -76,7 +76,7 @@ export function classifyDatabaseError(error: unknown): FunctionError | null {
   if (state === "23503" && typeof constraint === "string" && constraint.includes("user_id")) {
     return new FunctionError("USER_NOT_FOUND", "the signed-in user no longer exists; sign in again");
   }
-  if (isConnectionFailure(error) || (state !== null && isStoreOutage(error))) {
+  if (isDatabaseOutage(error)) {
     console.error("edge function: database unavailable:", error);
     return new FunctionError("DATABASE_UNAVAILABLE", "the database is unavailable; retry later", {
       headers: { "retry-after": "1" },

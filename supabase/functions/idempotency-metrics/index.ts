@@ -9,34 +9,16 @@
  * scrape still succeeds with `idempotency_store_up 0`, which the "store unavailable" alert watches.
  */
 
-// deno-lint-ignore no-import-prefix -- functions pin npm packages by full specifier (deploy convention)
-import postgres from "npm:postgres@3.4.9";
 import { type Caller, createJwtCallerResolver } from "../_shared/idempotency/auth.ts";
 import { errorResponse, IdempotencyError } from "../_shared/idempotency/errors.ts";
 import { bearerToken } from "../_shared/idempotency/jwt.ts";
+import { sharedPool } from "../_shared/idempotency/pool.ts";
 import {
   type CounterRow,
   type MetricsSnapshot,
   renderPrometheus,
   type StatsRow,
 } from "../_shared/idempotency/metrics.ts";
-
-/** The one pool of this isolate, opened by the first scrape. */
-let pool: postgres.Sql | undefined;
-
-function database(): postgres.Sql {
-  const url = Deno.env.get("SUPABASE_DB_URL");
-  if (!url) throw new Error("SUPABASE_DB_URL is not set");
-  pool ??= postgres(url, {
-    max: 1,
-    prepare: new URL(url).port !== "6543",
-    connect_timeout: 3,
-    idle_timeout: 60,
-    onnotice: () => {},
-    connection: { application_name: "idempotency-metrics" },
-  });
-  return pool;
-}
 
 function problem(
   status: number,
@@ -69,7 +51,7 @@ async function refuseUnlessServiceRole(req: Request): Promise<Response | null> {
 
 async function snapshot(): Promise<MetricsSnapshot> {
   try {
-    const sql = database();
+    const sql = sharedPool();
     const [counters, stats, cleanup] = await Promise.all([
       sql<
         CounterRow[]

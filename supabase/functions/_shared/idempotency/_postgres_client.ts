@@ -156,6 +156,17 @@ export function isConnectionFailure(error: unknown): boolean {
 }
 
 /**
+ * Whether `error` means the database is unreachable or timed out (a connection failure, an outage SQLSTATE),
+ * so the answer is a 503 with `Retry-After`, never a 500.
+ *
+ * @param error What a query or transaction rejected with.
+ * @returns `true` for an outage.
+ */
+export function isDatabaseOutage(error: unknown): boolean {
+  return isConnectionFailure(error) || (sqlState(error) !== null && isStoreOutage(error));
+}
+
+/**
  * How a client should see a failed transaction of a function's own work (rolled back, nothing written): an
  * unreachable or timed-out database (a connection failure, an outage SQLSTATE) is `DATABASE_UNAVAILABLE`
  * (503, `Retry-After: 1`), so the client retries; anything else (a constraint, a bug) is `INTERNAL_ERROR`.
@@ -171,7 +182,7 @@ export function isConnectionFailure(error: unknown): boolean {
  * ```
  */
 export function transactionFailure(error: unknown): IdempotencyError {
-  if (isConnectionFailure(error) || (sqlState(error) !== null && isStoreOutage(error))) {
+  if (isDatabaseOutage(error)) {
     return new IdempotencyError("DATABASE_UNAVAILABLE", "The database is unavailable; retry later", {
       retryAfterSeconds: 1,
       cause: error,

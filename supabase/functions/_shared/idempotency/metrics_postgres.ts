@@ -11,12 +11,13 @@
 // deno-lint-ignore no-import-prefix -- functions pin npm packages by full specifier (deploy convention)
 import postgres from "npm:postgres@3.4.9";
 import { LATENCY_BUCKETS, type LatencyHistogram, type MetricsRecorder } from "./metrics.ts";
+import { openPool, sharedPool } from "./pool.ts";
 
 /** Options of {@link PostgresMetricsRecorder}. */
 export interface PostgresMetricsRecorderOptions {
   /**
-   * The connection string.
-   * @default `SUPABASE_DB_URL` from the environment
+   * A connection string for a pool of its own (one connection), ended by `close()`.
+   * @default the isolate's shared pool (pool.ts) on `SUPABASE_DB_URL`
    */
   url?: string;
   /** A client you already have (then `url` is unused and `close()` leaves it open). */
@@ -62,7 +63,7 @@ export class PostgresMetricsRecorder implements MetricsRecorder {
    */
   constructor(options: PostgresMetricsRecorderOptions = {}) {
     this.#sql = options.sql;
-    this.#ownsClient = options.sql === undefined;
+    this.#ownsClient = options.sql === undefined && options.url !== undefined;
     this.#url = options.url;
     this.#flushMs = options.flushMs ?? Number(readEnv("IDEMPOTENCY_METRICS_FLUSH_MS") ?? 5000);
     this.#onError = options.onError ??
@@ -143,19 +144,8 @@ export class PostgresMetricsRecorder implements MetricsRecorder {
   }
 
   #client(): postgres.Sql {
-    if (this.#sql) return this.#sql;
-    const url = this.#url ?? readEnv("SUPABASE_DB_URL");
-    if (!url) {
-      throw new Error("PostgresMetricsRecorder needs a database URL: pass { url } or set SUPABASE_DB_URL");
-    }
-    this.#sql = postgres(url, {
-      max: 1,
-      prepare: new URL(url).port !== "6543",
-      connect_timeout: 5,
-      idle_timeout: 30,
-      onnotice: () => {},
-      connection: { application_name: "idempotency-metrics" },
-    });
+    // the isolate's one pool (pool.ts), shared with the store and the function, unless given a URL of its own
+    this.#sql ??= this.#url === undefined ? sharedPool() : openPool({ url: this.#url, max: 1 });
     return this.#sql;
   }
 }

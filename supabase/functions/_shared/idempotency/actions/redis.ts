@@ -30,6 +30,7 @@ import {
   type StoreInfo,
   type StoreStats,
 } from "./store.ts";
+import { within } from "../_within.ts";
 
 /** Options for {@link RedisActionStore}. */
 export interface RedisActionStoreOptions {
@@ -525,7 +526,11 @@ export class RedisActionStore implements ActionStore {
   async #ready(): Promise<Client> {
     if (this.#closed) throw new Error("the store is closed");
     if (this.#client.isReady) return this.#client;
-    this.#connecting ??= within(this.#client.connect(), this.#timeoutMs).finally(() => {
+    this.#connecting ??= within(
+      this.#client.connect(),
+      this.#timeoutMs,
+      `no reply within ${this.#timeoutMs / 1000}s`,
+    ).finally(() => {
       this.#connecting = undefined;
     });
     await this.#connecting;
@@ -534,7 +539,7 @@ export class RedisActionStore implements ActionStore {
 
   async #run<T>(method: string, call: () => Promise<T>): Promise<T> {
     try {
-      return await within(call(), this.#timeoutMs);
+      return await within(call(), this.#timeoutMs, `no reply within ${this.#timeoutMs / 1000}s`);
     } catch (error) {
       if (error instanceof RangeError) throw error;
       const message = error instanceof Error ? error.message : String(error);
@@ -579,16 +584,4 @@ function script(source: string): Script {
 async function sha1Hex(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no reply within ${ms / 1000}s`)), ms);
-  });
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

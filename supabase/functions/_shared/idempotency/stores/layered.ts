@@ -26,6 +26,7 @@ import type {
   Lease,
   StoredResponse,
 } from "../store.ts";
+import { within } from "../_within.ts";
 
 /**
  * What the front knows about a scope: the back's record id, and the claim or the committed response.
@@ -196,7 +197,11 @@ export class RedisFrontCache implements FrontCache {
    */
   async lookup(id: string, fingerprint: string): Promise<FrontEntry | null> {
     const client = await this.#ready();
-    const reply = await within(evalScript(client, LOOKUP, this.#prefix + id, [fingerprint]), this.#timeoutMs);
+    const reply = await within(
+      evalScript(client, LOOKUP, this.#prefix + id, [fingerprint]),
+      this.#timeoutMs,
+      `redis front: no reply within ${this.#timeoutMs} ms`,
+    );
     const list = (reply ?? []) as unknown[];
     const fields: Record<string, string> = {};
     for (let i = 0; i + 1 < list.length; i += 2) fields[String(list[i])] = String(list[i + 1]);
@@ -214,7 +219,11 @@ export class RedisFrontCache implements FrontCache {
     const client = await this.#ready();
     const fields = Object.entries(encodeEntry(entry)).flat();
     const args = [String(Math.max(1, Math.floor(ttlMs))), ...fields];
-    await within(evalScript(client, SET, this.#prefix + id, args), this.#timeoutMs);
+    await within(
+      evalScript(client, SET, this.#prefix + id, args),
+      this.#timeoutMs,
+      `redis front: no reply within ${this.#timeoutMs} ms`,
+    );
   }
 
   /**
@@ -224,7 +233,11 @@ export class RedisFrontCache implements FrontCache {
    */
   async delete(id: string): Promise<void> {
     const client = await this.#ready();
-    await within(client.del(this.#prefix + id), this.#timeoutMs);
+    await within(
+      client.del(this.#prefix + id),
+      this.#timeoutMs,
+      `redis front: no reply within ${this.#timeoutMs} ms`,
+    );
   }
 
   /** Closes the connection, if open. */
@@ -256,7 +269,11 @@ export class RedisFrontCache implements FrontCache {
     // socket errors also reject the pending call; without a listener they would crash the process
     client.on("error", () => {});
     try {
-      await within(client.connect(), this.#timeoutMs * 4);
+      await within(
+        client.connect(),
+        this.#timeoutMs * 4,
+        `redis front: no reply within ${this.#timeoutMs * 4} ms`,
+      );
       this.#client = client;
       return client;
     } catch (error) {
@@ -575,19 +592,6 @@ async function evalScript(client: Client, script: Script, key: string, args: str
   } catch (error) {
     if (!(error instanceof Error && error.message.startsWith("NOSCRIPT"))) throw error;
     return await client.eval(script.source, options);
-  }
-}
-
-/** `promise`, or a rejection after `ms`; the timer never outlives the call. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`redis front: no reply within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

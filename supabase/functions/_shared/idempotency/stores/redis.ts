@@ -18,6 +18,7 @@ import type {
   Lease,
   StoredResponse,
 } from "../store.ts";
+import { within } from "../_within.ts";
 
 /**
  * Arguments of EVAL / EVALSHA in node-redis.
@@ -453,7 +454,11 @@ export class RedisStore implements IdempotencyStore {
    */
   async #run<T>(method: string, call: () => Promise<T>): Promise<T> {
     try {
-      return await within(call(), this.#commandTimeoutMs, "no reply");
+      return await within(
+        call(),
+        this.#commandTimeoutMs,
+        `no reply within ${this.#commandTimeoutMs / 1000}s`,
+      );
     } catch (error) {
       if (error instanceof RangeError) throw error;
       const message = error instanceof Error ? error.message : String(error);
@@ -484,23 +489,10 @@ function ownClient(options: RedisStoreOptions, connectTimeoutMs: number): OwnedC
 async function connectWithin(client: OwnedClient, ms: number): Promise<void> {
   if (client.isOpen) return;
   try {
-    await within(client.connect(), ms, "no connection");
+    await within(client.connect(), ms, `no connection within ${ms / 1000}s`);
   } catch (error) {
     if (client.isOpen) client.destroy();
     throw error;
-  }
-}
-
-/** `promise`, or a rejection saying `what` happened within `ms`; the timer never outlives the call. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} within ${ms / 1000}s`)), ms);
-  });
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
