@@ -4,7 +4,7 @@
 begin;
 -- pgTAP lives in schema extensions, as on a Supabase project.
 set local search_path = public, extensions;
-select plan(89);
+select plan(93);
 
 -- ---------------------------------------------------------------------------------------------------------
 -- table and columns
@@ -150,15 +150,20 @@ select throws_ok(format('select pg_temp.put(%L)', jsonb_build_object('function_n
   '23514', pg_temp.violation('idempotency_keys_function_name_format'),
   'a function name of 129 characters is rejected');
 
--- idempotency_keys_fingerprint_format: 64 lower-case hex digits
+-- idempotency_keys_fingerprint_format: 32 lower-case hex digits (128 bits, written since 20261130000600) or
+-- 64 (rows from before)
 select throws_ok(format('select pg_temp.put(%L)', jsonb_build_object('request_fingerprint', fp)), '23514',
   pg_temp.violation('idempotency_keys_fingerprint_format'), format('a fingerprint of %s is rejected', what))
 from (values
+  (repeat('a', 31), '31 hex digits'),
+  (repeat('a', 33), '33 hex digits'),
   (repeat('a', 63), '63 hex digits'),
   (repeat('a', 65), '65 hex digits'),
   (repeat('AB', 32), 'upper-case hex digits'),
   (repeat('g', 64), '64 non-hex letters')
 ) as bad(fp, what);
+select lives_ok(format('select pg_temp.put(%L)', jsonb_build_object('request_fingerprint', repeat('c', 32))),
+  'a fingerprint of 32 hex digits is accepted');
 
 -- idempotency_keys_status_valid (an unknown status matches no branch of status_columns, so only this fires)
 select throws_ok($$select pg_temp.put('{"status": "done"}')$$, '23514',
@@ -167,9 +172,10 @@ select throws_ok($$select pg_temp.put('{"status": "PROCESSING"}')$$, '23514',
   pg_temp.violation('idempotency_keys_status_valid'), 'status is case-sensitive');
 
 -- idempotency_keys_encoding_valid
-select throws_ok($$select pg_temp.put('{"response_encoding": "br"}')$$, '23514',
+select throws_ok($$select pg_temp.put('{"response_encoding": "deflate"}')$$, '23514',
   pg_temp.violation('idempotency_keys_encoding_valid'), 'an unknown response encoding is rejected');
 select lives_ok($$select pg_temp.put('{"response_encoding": "gzip"}')$$, 'gzip encoding is accepted');
+select lives_ok($$select pg_temp.put('{"response_encoding": "br"}')$$, 'br (brotli) encoding is accepted');
 
 -- idempotency_keys_status_code_range (on completed rows: processing ones may carry no status code at all)
 select throws_ok($$select pg_temp.put(pg_temp.done('{"status_code": 99}'))$$, '23514',
@@ -239,7 +245,7 @@ select throws_ok($$select pg_temp.put('{"request_fingerprint": null}')$$, '23502
 select throws_ok($$select pg_temp.put('{"expires_at": null}')$$, '23502', null,
   'a null expires_at is rejected');
 
--- idempotency_keys_key_user_unique: nulls not distinct, so keys without a user share one scope
+-- idempotency_keys_key_digest_unique: one digest per (user, key), keys without a user sharing one scope
 select lives_ok($$select pg_temp.put('{"idempotency_key": "pgtap-unique-key"}')$$, 'a first user-less key');
 select throws_ok($$select pg_temp.put('{"idempotency_key": "pgtap-unique-key"}')$$, '23505', null,
   'the same key without a user again is rejected (nulls not distinct)');
@@ -271,8 +277,8 @@ select is(
 -- a completion that changes no indexed column is a HOT update.
 select has_index('public', 'idempotency_keys', 'idempotency_keys_purge_after_idx', array['purge_after'],
   'index on purge_after for cleanup');
-select index_is_unique('public', 'idempotency_keys', 'idempotency_keys_key_user_unique',
-  'the (key, user) constraint is backed by a unique index');
+select index_is_unique('public', 'idempotency_keys', 'idempotency_keys_key_digest_unique',
+  'the (user, key) digest index is unique');
 select has_index('public', 'idempotency_keys', 'idempotency_keys_user_idx', array['user_id'],
   'index on user_id: per-user reads and the cascade when a user is deleted');
 select is(
@@ -283,7 +289,7 @@ select is(
 select is(
   (select count(*) from pg_index where indrelid = 'public.idempotency_keys'::regclass),
   4::bigint,
-  'four indexes: primary key, (key, user) unique, user_id and purge_after'
+  'four indexes: primary key, unique (user, key) digest, user_id and purge_after'
 );
 
 -- ---------------------------------------------------------------------------------------------------------

@@ -88,11 +88,11 @@ select results_eq(
     from public.idempotency_keys k where k.idempotency_key = 'pgtap-begin-a'
   $$,
   $$
-    select c.record_id, 'processing'::text, c.lease_token, 'pgtap-begin'::text, repeat('1', 64), 1,
+    select c.record_id, 'processing'::text, c.lease_token, 'pgtap-begin'::text, repeat('1', 32), 1,
       c.expires_at
     from calls c where c.label = 'a1'
   $$,
-  'the row is processing under the returned lease token'
+  'the row is processing under the returned lease token, with the fingerprint''s first 128 bits'
 );
 select is((pg_temp.row_of('pgtap-begin-a')).locked_until - (pg_temp.row_of('pgtap-begin-a')).started_at,
   interval '30 seconds', 'the lease runs for the lock timeout (30 s by default)');
@@ -291,7 +291,7 @@ select results_eq(
       expires_at - created_at
     from public.idempotency_keys where idempotency_key = 'pgtap-begin-d'
   $$,
-  $$values ('processing'::text, repeat('2', 64), null::bytea, null::timestamptz, true, interval '1 day')$$,
+  $$values ('processing'::text, repeat('2', 32), null::bytea, null::timestamptz, true, interval '1 day')$$,
   'the expired row is reset: new fingerprint, no response, no replays, created now'
 );
 

@@ -3,7 +3,7 @@
 -- service_role). Roles are switched with set local role plus request.jwt.claims, as PostgREST does.
 begin;
 set local search_path = public, extensions;
-select plan(100);
+select plan(104);
 
 -- ---------------------------------------------------------------------------------------------------------
 -- grants
@@ -17,9 +17,10 @@ insert into our_functions values
   ('public.idempotency_fail(uuid, uuid, text, integer)', false),
   ('public.idempotency_extend_lease(uuid, uuid, integer)', false),
   ('public.cleanup_expired_idempotency_keys(integer, integer)', false),
+  ('public.idempotency_key_digest(uuid, text)', false),
   ('public.get_idempotency_status(text)', true);
 
--- 18 tests: each role and function
+-- 21 tests: each role and function
 select ok(
   has_function_privilege(r.role, f.fn, 'execute') = case r.role
     when 'service_role' then true
@@ -33,7 +34,7 @@ from our_functions f
 cross join (values ('anon'), ('authenticated'), ('service_role')) r(role)
 order by r.role, f.fn::text;
 
--- 6 tests: PUBLIC (every role, present and future) holds no execute grant on any of them
+-- 7 tests: PUBLIC (every role, present and future) holds no execute grant on any of them
 select ok(
   not exists (
     select 1 from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a

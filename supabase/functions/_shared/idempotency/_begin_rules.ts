@@ -5,7 +5,7 @@
  * synchronous map); this module only keeps their names and edges in one place.
  */
 
-import type { BeginInput, BeginResult, StoredResponse } from "./store.ts";
+import type { BeginInput, BeginResult, BodyEncoding, StoredResponse } from "./store.ts";
 
 /**
  * The begin rules, in the order a store applies them. Their names are used in each implementation (plpgsql,
@@ -97,7 +97,12 @@ export function toBeginResult(raw: RawBegin): BeginResult {
   throw new Error(`begin returned an unknown outcome: ${JSON.stringify(raw.outcome)}`);
 }
 
-/** A stored response from a store's columns or fields; any encoding but `gzip` is `identity`. */
+/** A stored body encoding from a store's column or field: `gzip` or `br`, any other value `identity`. */
+export function bodyEncoding(value: unknown): BodyEncoding {
+  return value === "gzip" || value === "br" ? value : "identity";
+}
+
+/** A stored response from a store's columns or fields (the encoding as {@link bodyEncoding} reads it). */
 export function storedResponse(
   status: unknown,
   headers: Record<string, string> | null | undefined,
@@ -108,6 +113,6 @@ export function storedResponse(
     status: Number(status),
     headers: headers ?? {},
     body,
-    encoding: encoding === "gzip" ? "gzip" : "identity",
+    encoding: bodyEncoding(encoding),
   };
 }

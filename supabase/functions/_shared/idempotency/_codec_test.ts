@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { decodeBody, encodeBody, fromStoredResponse, gunzip, gzip, toStoredResponse } from "./_codec.ts";
+import {
+  brotli,
+  decodeBody,
+  encodeBody,
+  fromStoredResponse,
+  gunzip,
+  gzip,
+  toStoredResponse,
+  unbrotli,
+} from "./_codec.ts";
 
 const repetitive = (length: number) => new TextEncoder().encode("abcdefgh".repeat(length / 8));
 
@@ -26,12 +35,54 @@ Deno.test("codec: bodies up to the threshold stay identity", async () => {
   assert.deepEqual(encoded.body, body);
 });
 
-Deno.test("codec: a compressible body over the threshold is gzipped and round-trips", async () => {
+Deno.test("codec: brotli then unbrotli gives the same bytes; corrupt or truncated brotli throws", () => {
+  const bytes = repetitive(4096);
+  const compressed = brotli(bytes);
+  assert.ok(compressed.byteLength < bytes.byteLength);
+  assert.equal(Object.getPrototypeOf(compressed), Uint8Array.prototype, "a plain Uint8Array, not a Buffer");
+  assert.deepEqual(unbrotli(compressed), bytes);
+  assert.throws(() => unbrotli(new TextEncoder().encode("not brotli at all")));
+  assert.throws(() => unbrotli(compressed.subarray(0, compressed.byteLength - 3)), "truncated");
+});
+
+Deno.test("codec: a compressible body over the threshold is stored as brotli and round-trips", async () => {
   const body = repetitive(1032);
   const encoded = await encodeBody(body, { compressThresholdBytes: 1024 });
-  assert.equal(encoded.encoding, "gzip");
+  assert.equal(encoded.encoding, "br");
   assert.ok(encoded.body.byteLength < body.byteLength);
   assert.deepEqual(await decodeBody(encoded.body, encoded.encoding), body);
+});
+
+Deno.test("codec: a JSON answer of ~500 bytes is stored smaller as brotli than gzip would store it", async () => {
+  const answer = new TextEncoder().encode(JSON.stringify({
+    job: { id: crypto.randomUUID(), document_id: crypto.randomUUID(), status: "completed" },
+    result: {
+      summary: "The revenue report covers growth and churn for the quarter; 412 items were reviewed.",
+      keywords: ["revenue", "growth", "churn", "quarter", "audit"],
+      statistics: { words: 4120, sentences: 212, avg_word_length: 5.12, reading_minutes: 17.3 },
+    },
+    content_sha256: crypto.randomUUID().replaceAll("-", "") + crypto.randomUUID().replaceAll("-", ""),
+  }));
+  const encoded = await encodeBody(answer, { compressThresholdBytes: 256 });
+  assert.equal(encoded.encoding, "br");
+  assert.ok(encoded.body.byteLength < (await gzip(answer)).byteLength);
+  assert.deepEqual(await decodeBody(encoded.body, "br"), answer);
+});
+
+Deno.test("codec: a body past 64 KiB is gzipped (brotli would cost five times the CPU there)", async () => {
+  const body = repetitive(64 * 1024 + 8);
+  const encoded = await encodeBody(body, { compressThresholdBytes: 256 });
+  assert.equal(encoded.encoding, "gzip");
+  assert.deepEqual(await decodeBody(encoded.body, encoded.encoding), body);
+  const atLimit = await encodeBody(repetitive(64 * 1024), { compressThresholdBytes: 256 });
+  assert.equal(atLimit.encoding, "br");
+});
+
+Deno.test("codec: records stored gzipped or as is before brotli still decode", async () => {
+  const body = repetitive(2048);
+  assert.deepEqual(await decodeBody(await gzip(body), "gzip"), body);
+  assert.deepEqual(await decodeBody(body, "identity"), body);
+  await assert.rejects(decodeBody(body, "br"));
 });
 
 Deno.test("codec: an incompressible body stays identity even over the threshold", async () => {
@@ -48,7 +99,7 @@ Deno.test("codec: a stored response keeps safe headers and round-trips its body"
     headers: new Headers({ "content-type": "text/plain", "set-cookie": "a=b" }),
     body,
   }, { compressThresholdBytes: 1024, maxStoredBodyBytes: 1 << 20 });
-  assert.equal(stored.encoding, "gzip");
+  assert.equal(stored.encoding, "br");
   assert.deepEqual(stored.headers, { "content-type": "text/plain" });
   const response = await fromStoredResponse(stored);
   assert.equal(response.status, 201);

@@ -50,6 +50,20 @@ export interface BeginInput extends KeyScope {
 }
 
 /**
+ * How a stored body is encoded: `identity` (the bytes as sent), `gzip`, or `br` (brotli, what the toolkit
+ * writes for bodies up to 64 KiB since it replaced gzip there; earlier `gzip` records are still read).
+ *
+ * @example Tell a compressed body
+ * ```ts
+ * import type { BodyEncoding } from "./store.ts";
+ *
+ * const compressed = (encoding: BodyEncoding) => encoding !== "identity";
+ * console.assert(compressed("br"));
+ * ```
+ */
+export type BodyEncoding = "identity" | "gzip" | "br";
+
+/**
  * A stored response, as `complete` received it.
  *
  * @example A stored JSON answer
@@ -68,10 +82,10 @@ export interface StoredResponse {
   status: number;
   /** Response headers that are safe to replay (lower-case names). */
   headers: Record<string, string>;
-  /** The body bytes, or their gzip when `encoding` is `gzip`. */
+  /** The body bytes, or their compression when `encoding` is `gzip` or `br`. */
   body: Uint8Array;
   /** How `body` is stored. */
-  encoding: "identity" | "gzip";
+  encoding: BodyEncoding;
 }
 
 /**

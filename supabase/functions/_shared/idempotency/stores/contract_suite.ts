@@ -143,6 +143,12 @@ async function replaysStoredResponse({ store, newKey }: CaseContext): Promise<vo
       body: everyByte,
       encoding: "gzip",
     },
+    {
+      status: 200,
+      headers: { "content-type": "application/json" },
+      body: everyByte.slice(7, 340),
+      encoding: "br",
+    },
     { status: 204, headers: {}, body: new Uint8Array(0), encoding: "identity" },
     {
       status: 200,

@@ -26,6 +26,7 @@ import type {
   Lease,
   StoredResponse,
 } from "../store.ts";
+import { bodyEncoding } from "../_begin_rules.ts";
 import { within } from "../_within.ts";
 
 /**
@@ -578,7 +579,7 @@ function decodeEntry(fields: Record<string, string>): FrontEntry | null {
     response: {
       status: Number(fields.status),
       headers: JSON.parse(fields.headers ?? "{}") as Record<string, string>,
-      encoding: fields.encoding === "gzip" ? "gzip" : "identity",
+      encoding: bodyEncoding(fields.encoding),
       body: new Uint8Array(Buffer.from(fields.body ?? "", "base64")),
     },
   };

@@ -329,7 +329,8 @@ export class PostgresStore implements IdempotencyStore {
 
   /**
    * Reads the table directly rather than `get_idempotency_status`: that function filters by `auth.uid()`,
-   * which is empty on the service-role connection an Edge Function holds.
+   * which is empty on the service-role connection an Edge Function holds. The key is found through the
+   * digest its unique index holds, then key and user are compared exactly.
    *
    * @param scope The key and its user.
    * @returns The key's state, or `null` when there is none (or it expired).
@@ -340,7 +341,9 @@ export class PostgresStore implements IdempotencyStore {
         select idempotency_key, function_name, status, status_code, attempt_count, replay_count,
           created_at, completed_at, expires_at
         from public.idempotency_keys
-        where idempotency_key = ${scope.key}::text
+        where public.idempotency_key_digest(user_id, idempotency_key)
+            = public.idempotency_key_digest(${scope.userId}::uuid, ${scope.key}::text)
+          and idempotency_key = ${scope.key}::text
           and user_id is not distinct from ${scope.userId}::uuid
           and expires_at > now()`);
       return row ? toKeyStatus(row) : null;
