@@ -1,7 +1,8 @@
-// Writes N response bodies as the store keeps them (gzip of a ~500-byte JSON document, as PostgresStore does
-// for bodies past compressThresholdBytes), one bytea hex literal a line, its backslash doubled for COPY.
+// Writes N response bodies as the store keeps them (brotli at quality 5 of a ~500-byte JSON document, with the
+// size hint, as the codec, supabase/functions/_shared/idempotency/_codec.ts, stores bodies past
+// compressThresholdBytes and up to 64 KiB), one bytea hex literal a line, its backslash doubled for COPY.
 // Each body differs (ids, numbers, words), so no two rows share bytes: sizes are as real traffic makes them.
-import { gzipSync } from "node:zlib";
+import { brotliCompressSync, constants } from "node:zlib";
 import { randomUUID } from "node:crypto";
 
 const n = Number(process.argv[2] ?? 1000);
@@ -50,11 +51,13 @@ for (let i = 0; i < n; i++) {
     content_sha256: randomUUID().replaceAll("-", "") + randomUUID().replaceAll("-", ""),
   };
   const json = Buffer.from(JSON.stringify(doc));
-  const gz = gzipSync(json);
+  const br = brotliCompressSync(json, {
+    params: { [constants.BROTLI_PARAM_QUALITY]: 5, [constants.BROTLI_PARAM_SIZE_HINT]: json.length },
+  });
   raw += json.length;
-  stored += gz.length;
-  process.stdout.write(`\\\\x${gz.toString("hex")}\n`);
+  stored += br.length;
+  process.stdout.write(`\\\\x${br.toString("hex")}\n`);
 }
 process.stderr.write(
-  `bodies: ${n}, JSON ${Math.round(raw / n)} bytes on average, gzip ${Math.round(stored / n)}\n`,
+  `bodies: ${n}, JSON ${Math.round(raw / n)} bytes on average, brotli ${Math.round(stored / n)}\n`,
 );

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fills idempotency_keys in the durable scale cluster (scripts/scale/cluster.sh) with ROWS keys (default 10
 # million) created evenly over the last 48 hours with a 24-hour TTL, so that half are expired: 96 % completed
-# with a gzip body (a process-document-like JSON response of ~500 bytes, ~370 stored), 3 % failed, 1 %
+# with a brotli body (a process-document-like JSON response of ~510 bytes, ~328 stored), 3 % failed, 1 %
 # processing; 1 key in 10 without a user, the others spread over 1,000 users; 1 completed key in 7 replayed.
+# Each row is what the toolkit writes since 20261130000600: the fingerprint's first 32 hex digits, the body as
+# scripts/scale/bodies.mjs compresses it with the codec's settings (encoding br), the replayable headers.
 # Rows go in time order, in transactions of a million, with the indexes in place (as traffic builds them);
 # triggers are off for the load and the counters are rebuilt from the table afterwards, then VACUUM ANALYZE.
 set -euo pipefail
@@ -13,7 +15,7 @@ CHUNK=1000000
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 
 say "fill: $ROWS keys into $URL"
-q -c "truncate public.idempotency_keys" -c "
+q -c "truncate public.idempotency_steps, public.idempotency_keys" -c "
   insert into auth.users (id, email)
   select md5('scale-user-' || j)::uuid, 'scale-' || j || '@example.com' from generate_series(0, 999) j
   on conflict do nothing"
@@ -39,10 +41,11 @@ for ((lo = 0; lo < ROWS; lo += CHUNK)); do
     md5(r.i || '-key')::uuid::text,
     case when r.i % 10 = 0 then null else md5('scale-user-' || (r.i % 1000))::uuid end,
     (array['process-document', 'start-training', 'generate-training-data'])[1 + r.i % 3],
-    md5(r.i::text) || md5((r.i + 1)::text),
+    -- what idempotency_begin keeps of the 64 hex digits PostgresStore sends (md5(i) || md5(i + 1))
+    md5(r.i::text),
     r.status,
     case when r.status = 'completed' then (select b.body from public.scale_bodies b where b.i = r.i % 1000) end,
-    case when r.status = 'completed' then 'gzip' else 'identity' end,
+    case when r.status = 'completed' then 'br' else 'identity' end,
     case r.status when 'completed' then 201 when 'failed' then 500 end,
     case when r.status = 'completed' then '{\"content-type\": \"application/json\"}'::jsonb end,
     case when r.status = 'failed' then 'handler threw' end,

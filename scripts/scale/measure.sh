@@ -50,8 +50,9 @@ echo "| part | size | bytes per key |"
 echo "| --- | --- | --- |"
 sizes
 echo
-q -F '|' -c "select 'stored body (gzip), average bytes', round(avg(length(response)))
-  from (select response from public.idempotency_keys where status = 'completed' limit 100000) s" |
+q -F '|' -c "select format('stored body (%s), average bytes', response_encoding), round(avg(length(response)))
+  from (select response, response_encoding from public.idempotency_keys where status = 'completed' limit 100000) s
+  group by response_encoding order by count(*) desc limit 1" |
   awk -F'|' '{ printf "%s: %s\n\n", $1, $2 }'
 
 # --- 2. stats view and dashboards -------------------------------------------------------------------------
@@ -84,7 +85,7 @@ cat >"$WORK/claim.sql" <<'SQL'
 \set r random(1, 9000000000000000)
 \set u random(0, 1099)
 select record_id, lease_token from public.idempotency_begin('pgb-' || :r::text, case when :u >= 1000 then null else md5('scale-user-' || :u::text)::uuid end, 'process-document', md5(:r::text) || md5((:r::bigint + 1)::text), 86400, 30) \gset
-select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, 'gzip', '{"content-type": "application/json"}'::jsonb);
+select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, 'br', '{"content-type": "application/json"}'::jsonb);
 SQL
 # completed keys created in the last 24 hours by fill.sh (i % 100 < 96, i >= ROWS / 2): replays
 cat >"$WORK/replay.sql" <<'SQL'
@@ -125,12 +126,26 @@ echo "### pgbench: the store's SQL, ${DURATION} s per run"
 echo
 echo "| run | clients | transactions/s | p50 ms | p99 ms | HOT updates | WAL bytes per transaction |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
+BENCH_FROM=$(q -c "select now()")
 bench "claim+complete" 1 claim.sql
 bench "claim+complete" 8 claim.sql
 bench "replay" 8 replay.sql
 echo
 echo "A claim+complete transaction is the two calls a first request makes (idempotency_begin, then"
 echo "idempotency_complete with a ${#BODY}-character hex body), each committed on its own."
+echo
+# The heap as traffic lays it out (a claim inserted small, its completion grown in place), against the fill's
+# rows inserted complete: the pages that hold only keys claimed above (a page shared with the fill's keys
+# would mix the two).
+q -F ' ' -c "select count(*), coalesce(sum(n), 0) from (
+    select (ctid::text::point)[0] as page, count(*) as n,
+      count(*) filter (where created_at >= '$BENCH_FROM') as fresh
+    from public.idempotency_keys group by 1
+  ) p where fresh = n" | {
+  read -r pages keys
+  echo "Heap as traffic lays it out: $pages pages hold only keys claimed and completed above, $keys of them:"
+  echo "$(awk -v p="$pages" -v k="$keys" 'BEGIN { printf "%.0f", k ? p * 8192 / k : 0 }') bytes of heap per key."
+}
 echo
 
 # --- 4. cleanup under load ------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ export {
 export type {
   BeginInput,
   BeginResult,
+  BodyEncoding,
   IdempotencyStore,
   KeyScope,
   KeyStatus,

@@ -89,7 +89,7 @@ export function createIdempotencyKey(input: BeginInput, options: StoreOption = {
 
 /**
  * Stores the result of a `started` claim. A `Response` is stored as the middleware stores one (safe
- * headers, gzip past `compressThresholdBytes`, body omitted past `maxStoredBodyBytes`; defaults as in
+ * headers, compressed past `compressThresholdBytes`, body omitted past `maxStoredBodyBytes`; defaults as in
  * `withIdempotency`). Returns `false` when the lease is no longer the caller's (nothing was written).
  *
  * @param lease What `createIdempotencyKey` returned with `started`.

@@ -123,16 +123,16 @@ export interface IdempotencyOptions {
    */
   onStoreError?: "fail-closed" | "fail-open";
   /**
-   * The most body bytes stored (after gzip). A larger response is stored without its body: a replay
+   * The most body bytes stored (compressed). A larger response is stored without its body: a replay
    * answers its status and headers, an empty body and `X-Idempotency-Body-Omitted: true`. Default 1 MiB.
    *
    * @default {1048576}
    */
   maxStoredBodyBytes?: number;
   /**
-   * Bodies larger than this are gzipped when that makes them smaller, in bytes. Default 256: Postgres
-   * compresses a row only past ~2 KB, so a typical 500-byte JSON answer would otherwise be stored as is
-   * (docs/scaling.md: bytes per key).
+   * Bodies larger than this are compressed (brotli; gzip past 64 KiB) when that makes them smaller, in
+   * bytes. Default 256: Postgres compresses a row only past ~2 KB, so a typical 500-byte JSON answer would
+   * otherwise be stored as is (docs/scaling.md: bytes per key).
    *
    * @default {256}
    */
