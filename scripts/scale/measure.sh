@@ -136,15 +136,16 @@ echo "idempotency_complete with a ${#BODY}-character hex body), each committed o
 echo
 # The heap as traffic lays it out (a claim inserted small, its completion grown in place), against the fill's
 # rows inserted complete: the pages that hold only keys claimed above (a page shared with the fill's keys
-# would mix the two).
+# would mix the two). Before vacuum: each claim's old row version still takes room on its page until VACUUM
+# reclaims it for later claims (docs/scaling.md, "Bytes per key", has the figure with vacuum).
 q -F ' ' -c "select count(*), coalesce(sum(n), 0) from (
     select (ctid::text::point)[0] as page, count(*) as n,
       count(*) filter (where created_at >= '$BENCH_FROM') as fresh
     from public.idempotency_keys group by 1
   ) p where fresh = n" | {
   read -r pages keys
-  echo "Heap as traffic lays it out: $pages pages hold only keys claimed and completed above, $keys of them:"
-  echo "$(awk -v p="$pages" -v k="$keys" 'BEGIN { printf "%.0f", k ? p * 8192 / k : 0 }') bytes of heap per key."
+  echo "Heap as traffic lays it out, before vacuum: $pages pages hold only keys claimed and completed above,"
+  echo "$keys of them: $(awk -v p="$pages" -v k="$keys" 'BEGIN { printf "%.0f", k ? p * 8192 / k : 0 }') bytes of heap per key."
 }
 echo
 
