@@ -67,9 +67,10 @@ export function brotli(bytes: Uint8Array): Uint8Array {
 }
 
 /**
- * The bytes `brotli` compressed; throws on corrupt input. Deno's node:zlib (2.9) returns an empty buffer for
- * corrupt or truncated brotli where Node throws; {@link encodeBody} never stores an empty body compressed,
- * so an empty result is taken as corrupt.
+ * The bytes `brotli` compressed; throws on input that is not brotli. Deno's node:zlib (2.9) returns what it
+ * decoded so far, often nothing, for corrupt or truncated brotli where Node throws; {@link encodeBody} never
+ * stores an empty body compressed, so an empty result is taken as corrupt. (Stores hand back exactly the
+ * bytes they were given; brotli, unlike gzip, carries no checksum of its own.)
  */
 export function unbrotli(bytes: Uint8Array): Uint8Array {
   const out = brotliDecompressSync(bytes);
