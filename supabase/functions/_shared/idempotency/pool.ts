@@ -18,7 +18,11 @@
 import { ResilientPostgres } from "./_postgres_client.ts";
 import { type PostgresClient, preparedStatementsSupported } from "./stores/postgres.ts";
 
-export { type PostgresClient, type PostgresTransaction, preparedStatementsSupported } from "./stores/postgres.ts";
+export {
+  type PostgresClient,
+  type PostgresTransaction,
+  preparedStatementsSupported,
+} from "./stores/postgres.ts";
 
 /**
  * The shared pool's connection options, from `SUPABASE_DB_URL`.
