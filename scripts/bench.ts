@@ -21,7 +21,7 @@
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { signJwt } from "../tests/support/jwt.ts";
-import { coldStartsWithStack } from "./bench/cold_start.ts";
+import { coldStartsWithStack, stackConnections } from "./bench/cold_start.ts";
 import { percentile, productionDurability, startServer } from "./bench/common.ts";
 import { runThroughput } from "./bench/throughput.ts";
 
@@ -157,7 +157,7 @@ async function main() {
   const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
   const restore = values.fast ? async () => {} : await productionDurability(sql);
   try {
-    await coldStartsWithStack(7, DB_URL);
+    await coldStartsWithStack(7, DB_URL, stackConnections());
   } catch (error) {
     await restore();
     await sql.end();

@@ -166,8 +166,10 @@ export interface ProbeCredentials {
   userToken: string;
   /** The service role key. */
   serviceKey: string;
-  /** The database the functions use. */
+  /** The database the functions use (their `SUPABASE_DB_URL`). */
   dbUrl: string;
+  /** How they reach it, for the printed headings. */
+  via: string;
 }
 
 /**
@@ -270,8 +272,8 @@ export async function reportColdStarts(
     for (const [, dir] of floors) await Deno.remove(dir, { recursive: true });
   }
   console.log(
-    `cold start: spawn of \`deno serve\` (own deno.json only) to its first real response read, ${runs} starts` +
-      ` each, interleaved:`,
+    `cold start, ${credentials.via}: spawn of \`deno serve\` (own deno.json only) to its first real response ` +
+      `read, ${runs} starts each, interleaved:`,
   );
   const medians: Record<string, number> = {};
   for (const [name, list] of samples) medians[name] = median(list);
@@ -385,7 +387,9 @@ export async function reportPhases(
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-  console.log(`where the time goes (inside fresh \`deno run\` processes, medians of ${runs}, ms):`);
+  console.log(
+    `where the time goes, ${credentials.via} (inside fresh \`deno run\` processes, medians of ${runs}, ms):`,
+  );
   const columns: (keyof Phases)[] = ["runtime", "driver", "modules", "firstRequest", "secondRequest"];
   console.log(`  ${"".padEnd(24)} ${columns.map((c) => c.padStart(13)).join(" ")}`);
   const medians: Record<string, Phases> = {};
@@ -402,29 +406,41 @@ export async function reportPhases(
   return medians;
 }
 
+/** A way the functions reach the database: its heading, and the URL they get as `SUPABASE_DB_URL`. */
+export interface Connection {
+  via: string;
+  url: string;
+}
+
 /**
- * Runs {@link reportColdStarts} and {@link reportPhases} with a user made for the run, then deletes the user (its rows go with it)
- * and the action records of the webhook events sent.
+ * Runs {@link reportColdStarts} and {@link reportPhases} for each connection, with a user made for the run,
+ * then deletes the user (its rows go with it) and the action records of the webhook events sent.
  *
  * @param runs Starts measured per function.
- * @param dbUrl The stack's database (a superuser connection).
- * @returns The medians by function name, in ms.
+ * @param adminUrl A superuser connection to the stack's database.
+ * @param connections How the functions reach the database: directly, through the transaction pooler.
+ * @returns The cold-start medians by connection heading, then by function name, in ms.
  */
-export async function coldStartsWithStack(runs: number, dbUrl: string): Promise<Record<string, number>> {
+export async function coldStartsWithStack(
+  runs: number,
+  adminUrl: string,
+  connections: Connection[],
+): Promise<Record<string, Record<string, number>>> {
   const { signJwt } = await import("../../tests/support/jwt.ts");
   const { default: postgres } = await import("postgres");
-  const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
+  const sql = postgres(adminUrl, { max: 1, onnotice: () => {} });
   const [user] = await sql<{ id: string }[]>`
     insert into auth.users (email) values (${`cold-${crypto.randomUUID()}@bench.local`}) returning id`;
   const eventIds: string[] = [];
-  const credentials = {
-    dbUrl,
-    userToken: await signJwt({ sub: user!.id, role: "authenticated" }),
-    serviceKey: await signJwt({ iss: "supabase-demo", role: "service_role" }),
-  };
+  const userToken = await signJwt({ sub: user!.id, role: "authenticated" });
+  const serviceKey = await signJwt({ iss: "supabase-demo", role: "service_role" });
+  const medians: Record<string, Record<string, number>> = {};
   try {
-    const medians = await reportColdStarts(runs, credentials, eventIds);
-    await reportPhases(runs, credentials, eventIds);
+    for (const { via, url } of connections) {
+      const credentials = { dbUrl: url, via, userToken, serviceKey };
+      medians[via] = await reportColdStarts(runs, credentials, eventIds);
+      await reportPhases(runs, credentials, eventIds);
+    }
     return medians;
   } finally {
     await sql`delete from auth.users where id = ${user!.id}`;
@@ -434,7 +450,25 @@ export async function coldStartsWithStack(runs: number, dbUrl: string): Promise<
   }
 }
 
+/**
+ * The two ways the benchmark connects the functions: directly (the stack's `SUPABASE_DB_URL`), and through
+ * the stack's pgbouncer in transaction mode (`POOLER_URL`), as Supabase advises for edge functions (its
+ * Supavisor on port 6543): the pooler keeps its server connections, so a new function's first request meets
+ * a warm backend.
+ *
+ * @returns The connections, from the environment scripts/lib/env.sh exports.
+ */
+export function stackConnections(): Connection[] {
+  const direct = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
+  const pooled = Deno.env.get("POOLER_URL") ??
+    "postgresql://postgres:postgres@127.0.0.1:54329/postgres?prepare=false";
+  return [
+    { via: "direct connection", url: direct },
+    { via: "transaction pooler (pgbouncer, as Supavisor)", url: pooled },
+  ];
+}
+
 if (import.meta.main) {
-  const dbUrl = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
-  await coldStartsWithStack(Number(Deno.args[0] ?? "7"), dbUrl);
+  const connections = stackConnections();
+  await coldStartsWithStack(Number(Deno.args[0] ?? "7"), connections[0]!.url, connections);
 }
