@@ -15,14 +15,11 @@
  * @module
  */
 
-import { ResilientPostgres } from "./_postgres_client.ts";
-import { type PostgresClient, preparedStatementsSupported } from "./stores/postgres.ts";
+import { preparedStatementsSupported, ResilientPostgres } from "./_postgres_client.ts";
+import type { PostgresClient } from "./stores/postgres.ts";
 
-export {
-  type PostgresClient,
-  type PostgresTransaction,
-  preparedStatementsSupported,
-} from "./stores/postgres.ts";
+export { preparedStatementsSupported } from "./_postgres_client.ts";
+export type { PostgresClient, PostgresTransaction } from "./stores/postgres.ts";
 
 /**
  * The shared pool's connection options, from `SUPABASE_DB_URL`.
