@@ -91,7 +91,7 @@ const TRANSACTION_POOLER_PORT = "6543";
  * @returns `false` when the next transaction may run on a server connection that lacks the statement.
  * @example Open a pool that fits the pooler
  * ```ts
- * import { preparedStatementsSupported } from "./_postgres_client.ts";
+ * import { preparedStatementsSupported } from "./pool.ts";
  *
  * console.assert(!preparedStatementsSupported("postgresql://u:p@db.example.com:6543/postgres"));
  * console.assert(!preparedStatementsSupported("postgresql://u:p@127.0.0.1:54329/postgres?prepare=false"));
