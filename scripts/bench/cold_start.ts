@@ -309,6 +309,11 @@ interface Phases {
   firstRequest: number;
   /** The same request again on the open connection. */
   secondRequest: number;
+  /**
+   * CPU time (user and system, every thread) the process used up to the end of its first request: unlike
+   * the wall-clock phases, it barely grows when other processes compete for the cores.
+   */
+  cpu: number;
 }
 
 /** The program {@link reportPhases} runs in a fresh process per start. */
@@ -328,8 +333,10 @@ const send = async (probe) => {
   return performance.now() - start;
 };
 const firstRequest = await send(probes[0]);
+const { user, system } = (await import("node:process")).cpuUsage();
 const secondRequest = await send(probes[1]);
-console.log(JSON.stringify({ runtime, driver: driver - runtime, modules: modules - driver, firstRequest, secondRequest }));
+const cpu = (user + system) / 1000;
+console.log(JSON.stringify({ runtime, driver: driver - runtime, modules: modules - driver, firstRequest, secondRequest, cpu }));
 Deno.exit(0);
 `;
 
@@ -390,7 +397,7 @@ export async function reportPhases(
   console.log(
     `where the time goes, ${credentials.via} (inside fresh \`deno run\` processes, medians of ${runs}, ms):`,
   );
-  const columns: (keyof Phases)[] = ["runtime", "driver", "modules", "firstRequest", "secondRequest"];
+  const columns: (keyof Phases)[] = ["runtime", "driver", "modules", "firstRequest", "secondRequest", "cpu"];
   console.log(`  ${"".padEnd(24)} ${columns.map((c) => c.padStart(13)).join(" ")}`);
   const medians: Record<string, Phases> = {};
   for (const [name, list] of samples) {
@@ -401,7 +408,7 @@ export async function reportPhases(
   console.log(
     "  driver: postgres.js and the node modules it imports; modules: the toolkit and the function (driver " +
       "loaded);\n  firstRequest: connect (TCP, SCRAM, the driver's array-type query) and the statements; " +
-      "secondRequest: warm\n",
+      "secondRequest: warm;\n  cpu: CPU time of the process up to the end of its first request (less sensitive to load)\n",
   );
   return medians;
 }
