@@ -13,14 +13,15 @@
  * Figures to quote are the medians and the ratios of this one run.
  *
  * First it prints each function's cold start (scripts/bench/cold_start.ts): a fresh `deno serve` with only
- * the function's own deno.json, from spawn to its first served response.
+ * the function's own deno.json, from spawn to its answer to the first real request (a keyed POST that writes
+ * its rows, a scrape, a webhook event), next to an empty function and postgres.js alone.
  *
  * `--throughput` measures rates instead, with many clients at once: see scripts/bench/throughput.ts.
  */
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { signJwt } from "../tests/support/jwt.ts";
-import { reportColdStarts } from "./bench/cold_start.ts";
+import { coldStartsWithStack, stackConnections } from "./bench/cold_start.ts";
 import { percentile, productionDurability, startServer } from "./bench/common.ts";
 import { runThroughput } from "./bench/throughput.ts";
 
@@ -153,10 +154,15 @@ async function main() {
     throw new Error("--requests must be a whole number >= 10");
   }
 
-  await reportColdStarts(7);
-
   const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
   const restore = values.fast ? async () => {} : await productionDurability(sql);
+  try {
+    await coldStartsWithStack(7, DB_URL, stackConnections());
+  } catch (error) {
+    await restore();
+    await sql.end();
+    throw error;
+  }
   const [user] = await sql<{ id: string }[]>`
     insert into auth.users (email) values (${`bench-${crypto.randomUUID()}@bench.local`}) returning id`;
   const token = await signJwt({ sub: user!.id, role: "authenticated" });

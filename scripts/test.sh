@@ -62,6 +62,8 @@ deno_test "unit and store-contract tests" supabase/functions
 say "API reference: deno doc --lint, every export's tags (scripts/doc-check.ts), and its examples run"
 PUBLIC_ENTRIES=(supabase/functions/_shared/idempotency.ts supabase/functions/_shared/idempotency/redis.ts
   supabase/functions/_shared/idempotency/jwt.ts)
+# the subpaths for store authors and advanced users (docs/api.md: which export lives where, and why)
+PUBLIC_ENTRIES+=(supabase/functions/_shared/idempotency/{store,pool,metrics,fingerprint,steps,headers}.ts)
 # deno doc warns that node-redis's types name @types/node; the lint result is the exit status
 if deno doc --lint "${PUBLIC_ENTRIES[@]}" >/dev/null 2>"$OUT"; then passed=$((passed + 1)); else
   grep -v '^Warning\|^    at ' "$OUT" || true; failed=$((failed + 1)); status=1; fi

@@ -9,12 +9,8 @@
  *
  * Started by run.mjs; prints `listening <port>`; reads SUPABASE_DB_URL and REDIS_URL.
  */
-import {
-  type IdempotencyStore,
-  MemoryStore,
-  PostgresStore,
-  withIdempotency,
-} from "../../supabase/functions/_shared/idempotency.ts";
+import { MemoryStore, PostgresStore, withIdempotency } from "../../supabase/functions/_shared/idempotency.ts";
+import type { IdempotencyStore } from "../../supabase/functions/_shared/idempotency/store.ts";
 import { RedisStore } from "../../supabase/functions/_shared/idempotency/redis.ts";
 
 const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? "postgresql://postgres:postgres@127.0.0.1:54322/postgres";

@@ -20,12 +20,12 @@ import { closeDb } from "../../supabase/functions/_shared/db.ts";
 import {
   closeDefaultStore,
   type Handler,
-  type IdempotencyStore,
   MemoryStore,
   PostgresStore,
   withIdempotency,
   withIdempotentTransaction,
 } from "../../supabase/functions/_shared/idempotency.ts";
+import type { IdempotencyStore } from "../../supabase/functions/_shared/idempotency/store.ts";
 import {
   LayeredStore,
   RedisFrontCache,

@@ -27,7 +27,8 @@
  */
 import postgres from "postgres";
 import process from "node:process";
-import { openPool, PostgresStore } from "../../supabase/functions/_shared/idempotency.ts";
+import { PostgresStore } from "../../supabase/functions/_shared/idempotency.ts";
+import { openPool } from "../../supabase/functions/_shared/idempotency/pool.ts";
 import { signJwt } from "../../tests/support/jwt.ts";
 import { percentile, productionDurability, startServer } from "./common.ts";
 

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { stepKeyOf } from "../../supabase/functions/_shared/idempotency.ts";
+import { stepKeyOf } from "../../supabase/functions/_shared/idempotency/steps.ts";
 import { TRAINER_STEP } from "../../supabase/functions/start-training/index.ts";
 import { signJwt } from "../support/jwt.ts";
 import {

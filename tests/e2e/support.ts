@@ -4,7 +4,13 @@
  */
 
 import postgres from "postgres";
-import { signJwt } from "../support/jwt.ts";
+import {
+  type TransactionalHandler,
+  type TransactionalOptions,
+  withIdempotentTransaction,
+} from "../../supabase/functions/_shared/idempotency.ts";
+import { openPool, type PostgresClient } from "../../supabase/functions/_shared/idempotency/pool.ts";
+import { JWT_SECRET, signJwt } from "../support/jwt.ts";
 
 /** The gateway's base URL. */
 export const API_URL = Deno.env.get("API_URL") ?? "http://127.0.0.1:54321";
@@ -173,4 +179,64 @@ export async function keyRow(
 /** A process-document request body with a unique title. */
 export function documentBody(title = `Doc ${crypto.randomUUID().slice(0, 8)}`) {
   return { title, content: "Revenue grew in every region. Costs fell. Revenue matters most to investors." };
+}
+
+/**
+ * Declares an e2e test of `withIdempotentTransaction` in process, with a pool of its own for the wrapper
+ * under test (ended however the test ends): the database, or the transaction pooler when TX_DB_URL names it
+ * (scripts/test.sh runs the transactional files through pgbouncer too).
+ */
+export function transactionalTest(
+  name: string,
+  fn: (ctx: E2eContext, sql: PostgresClient) => Promise<void>,
+): void {
+  e2eTest(name, async (ctx) => {
+    const sql = openPool({ url: Deno.env.get("TX_DB_URL") ?? DB_URL, max: 8 });
+    try {
+      await fn(ctx, sql);
+    } finally {
+      await sql.end();
+    }
+  });
+}
+
+/** A handler that inserts one document for the caller through the transaction, after `gate` resolves. */
+export function documentHandler(gate: () => Promise<void> = () => Promise.resolve()): TransactionalHandler {
+  return async (req, { tx, caller }) => {
+    const { title } = await req.json();
+    const [doc] = await tx<{ id: string }[]>`
+      insert into public.documents (user_id, title, content, content_sha256, word_count)
+      values (${caller.userId}, ${title}, 'x', ${"0".repeat(64)}, 1) returning id`;
+    await gate();
+    return Response.json({ id: doc!.id, caller }, { status: 201 });
+  };
+}
+
+/** `user`'s POST with `body`, keyed unless `key` is null, as a wrapped handler is called in process. */
+export function userRequest(user: TestUser, key: string | null, body: unknown = { title: "T" }): Request {
+  const headers: Record<string, string> = {
+    authorization: `Bearer ${user.token}`,
+    "content-type": "application/json",
+  };
+  if (key !== null) headers["idempotency-key"] = key;
+  return new Request("http://local/functions/v1/tx-test", {
+    method: "POST",
+    headers,
+    body: JSON.stringify(body),
+  });
+}
+
+/** `handler` wrapped on `sql`, verifying the stack's tokens, logging nothing; `options` override. */
+export function wrapTransactional(
+  sql: PostgresClient,
+  handler: TransactionalHandler,
+  options: Partial<TransactionalOptions> = {},
+) {
+  return withIdempotentTransaction(handler, {
+    functionName: "tx-test",
+    sql,
+    jwtSecret: JWT_SECRET,
+    logger: { error: () => {}, warn: () => {} },
+    ...options,
+  });
 }

@@ -8,150 +8,110 @@
  */
 
 import assert from "node:assert/strict";
-import type postgres from "postgres";
 import {
   type IdempotencyMetrics,
-  openPool,
   type TransactionalHandler,
   type TransactionalOptions,
   withIdempotentTransaction,
 } from "../../supabase/functions/_shared/idempotency.ts";
+import type { PostgresClient } from "../../supabase/functions/_shared/idempotency/pool.ts";
 import type {
   LatencyHistogram,
   MetricsRecorder,
 } from "../../supabase/functions/_shared/idempotency/metrics.ts";
 import { PostgresMetricsRecorder } from "../../supabase/functions/_shared/idempotency/metrics_postgres.ts";
-import { JWT_SECRET } from "../support/jwt.ts";
-import { countRows, DB_URL, e2eTest, type TestUser } from "./support.ts";
-
-const openSql = () => openPool({ url: Deno.env.get("TX_DB_URL") ?? DB_URL, max: 8 });
+import { countRows, documentHandler, transactionalTest, userRequest, wrapTransactional } from "./support.ts";
 
 /** A function name of its own per test: counters and environment overrides are per function. */
 const uniqueName = () => `txp-${crypto.randomUUID().slice(0, 8)}`;
 
-/** Inserts one document for the caller through the transaction, after `gate` resolves. */
-function documentHandler(gate: () => Promise<void> = () => Promise.resolve()): TransactionalHandler {
-  return async (req, { tx, caller }) => {
-    const { title } = await req.json();
-    const [doc] = await tx<{ id: string }[]>`
-      insert into public.documents (user_id, title, content, content_sha256, word_count)
-      values (${caller.userId}, ${title}, 'x', ${"0".repeat(64)}, 1) returning id`;
-    await gate();
-    return Response.json({ id: doc!.id }, { status: 201 });
-  };
-}
-
-function request(user: TestUser, key: string | null, body: unknown = { title: "T" }): Request {
-  const headers: Record<string, string> = {
-    authorization: `Bearer ${user.token}`,
-    "content-type": "application/json",
-  };
-  if (key !== null) headers["idempotency-key"] = key;
-  return new Request("http://local/functions/v1/tx-pipeline", {
-    method: "POST",
-    headers,
-    body: JSON.stringify(body),
-  });
-}
-
-function wrap(sql: postgres.Sql, handler: TransactionalHandler, options: Partial<TransactionalOptions> = {}) {
-  return withIdempotentTransaction(handler, {
-    functionName: uniqueName(),
-    sql,
-    jwtSecret: JWT_SECRET,
-    logger: { error: () => {}, warn: () => {} },
-    ...options,
-  });
-}
+/** `handler` wrapped under a function name of its own; `options` override. */
+const wrap = (
+  sql: PostgresClient,
+  handler: TransactionalHandler,
+  options: Partial<TransactionalOptions> = {},
+) => wrapTransactional(sql, handler, { functionName: uniqueName(), ...options });
 
 async function drain(responses: Response[]): Promise<void> {
   await Promise.all(responses.map((r) => r.body?.cancel()));
 }
 
-e2eTest(
+transactionalTest(
   "transactional + rollout: disabled, or switched off by the environment, runs unprotected and counts",
-  async (t) => {
-    const sql = openSql();
-    try {
-      const user = await t.newUser();
-      const key = t.newKey();
-      const off = wrap(sql, documentHandler(), { enabled: false });
-      const responses = [await off(request(user, key)), await off(request(user, key))];
-      assert.deepEqual(responses.map((r) => r.status), [201, 201]);
-      assert.equal(responses[1]!.headers.get("x-idempotency-replay"), "false", "a bypassed retry runs again");
-      await drain(responses);
-      assert.equal(await countRows(t.sql, "documents", user.id), 2);
-      assert.equal(off.metrics.bypassed, 2);
-      assert.equal(off.metrics.started, 0);
-      const [{ n } = { n: -1 }] = await t.sql<{ n: number }[]>`
-      select count(*)::int as n from public.idempotency_keys where idempotency_key = ${key}`;
-      assert.equal(n, 0, "no key record");
+  async (t, sql) => {
+    const user = await t.newUser();
+    const key = t.newKey();
+    const off = wrap(sql, documentHandler(), { enabled: false });
+    const responses = [await off(userRequest(user, key)), await off(userRequest(user, key))];
+    assert.deepEqual(responses.map((r) => r.status), [201, 201]);
+    assert.equal(responses[1]!.headers.get("x-idempotency-replay"), "false", "a bypassed retry runs again");
+    await drain(responses);
+    assert.equal(await countRows(t.sql, "documents", user.id), 2);
+    assert.equal(off.metrics.bypassed, 2);
+    assert.equal(off.metrics.started, 0);
+    const [{ n } = { n: -1 }] = await t.sql<{ n: number }[]>`
+    select count(*)::int as n from public.idempotency_keys where idempotency_key = ${key}`;
+    assert.equal(n, 0, "no key record");
 
-      // the environment overrides the option per request
-      const name = uniqueName();
-      const env = `IDEMPOTENCY_ENABLED_${name.toUpperCase().replaceAll("-", "_")}`;
-      const handler = wrap(sql, documentHandler(), { functionName: name });
-      Deno.env.set(env, "false");
-      try {
-        const bypassed = await handler(request(user, t.newKey()));
-        assert.equal(bypassed.status, 201);
-        await bypassed.body?.cancel();
-        assert.equal(handler.metrics.bypassed, 1);
-      } finally {
-        Deno.env.delete(env);
-      }
-      const protectedKey = t.newKey();
-      await drain([await handler(request(user, protectedKey)), await handler(request(user, protectedKey))]);
-      assert.deepEqual({ ...handler.metrics }, { ...handler.metrics, bypassed: 1, started: 1, replayed: 1 });
-      assert.equal(await countRows(t.sql, "documents", user.id), 4);
+    // the environment overrides the option per request
+    const name = uniqueName();
+    const env = `IDEMPOTENCY_ENABLED_${name.toUpperCase().replaceAll("-", "_")}`;
+    const handler = wrap(sql, documentHandler(), { functionName: name });
+    Deno.env.set(env, "false");
+    try {
+      const bypassed = await handler(userRequest(user, t.newKey()));
+      assert.equal(bypassed.status, 201);
+      await bypassed.body?.cancel();
+      assert.equal(handler.metrics.bypassed, 1);
     } finally {
-      await sql.end();
+      Deno.env.delete(env);
     }
+    const protectedKey = t.newKey();
+    await drain([
+      await handler(userRequest(user, protectedKey)),
+      await handler(userRequest(user, protectedKey)),
+    ]);
+    assert.deepEqual({ ...handler.metrics }, { ...handler.metrics, bypassed: 1, started: 1, replayed: 1 });
+    assert.equal(await countRows(t.sql, "documents", user.id), 4);
   },
 );
 
-e2eTest(
+transactionalTest(
   "transactional + keyless: a double submit without a key runs once; both bucket records commit",
-  async (t) => {
-    const sql = openSql();
-    try {
-      const user = await t.newUser();
-      const handler = wrap(sql, documentHandler(() => new Promise((r) => setTimeout(r, 50))), {
-        keyless: true,
-        keylessWindowMs: 2000,
-        onInFlight: "wait",
-      });
-      const body = { title: `keyless-${crypto.randomUUID()}` };
-      const [a, b] = await Promise.all([
-        handler(request(user, null, body)),
-        handler(request(user, null, body)),
-      ]);
-      assert.deepEqual([a!.status, b!.status], [201, 201]);
-      const replays = [a!, b!].map((r) => r.headers.get("x-idempotency-replay")).sort();
-      assert.deepEqual(replays, ["false", "true"]);
-      assert.deepEqual(await a!.json(), await b!.json(), "the duplicate got the first answer");
-      assert.equal(await countRows(t.sql, "documents", user.id), 1);
-      const records = await t.sql<{ idempotency_key: string; status: string }[]>`
-      select idempotency_key, status from public.idempotency_keys where user_id = ${user.id}`;
-      assert.equal(records.length, 2, "the pair of bucket records");
-      assert.ok(records.every((r) => r.idempotency_key.startsWith("kl_") && r.status === "completed"));
-      // another request is not merged
-      const other = await handler(request(user, null, { title: "another" }));
-      assert.equal(other.headers.get("x-idempotency-replay"), "false");
-      await other.body?.cancel();
-      assert.equal(await countRows(t.sql, "documents", user.id), 2);
-      assert.equal(handler.metrics.started, 2);
-      assert.equal(handler.metrics.replayed, 1);
-    } finally {
-      await sql.end();
-    }
+  async (t, sql) => {
+    const user = await t.newUser();
+    const handler = wrap(sql, documentHandler(() => new Promise((r) => setTimeout(r, 50))), {
+      keyless: true,
+      keylessWindowMs: 2000,
+      onInFlight: "wait",
+    });
+    const body = { title: `keyless-${crypto.randomUUID()}` };
+    const [a, b] = await Promise.all([
+      handler(userRequest(user, null, body)),
+      handler(userRequest(user, null, body)),
+    ]);
+    assert.deepEqual([a!.status, b!.status], [201, 201]);
+    const replays = [a!, b!].map((r) => r.headers.get("x-idempotency-replay")).sort();
+    assert.deepEqual(replays, ["false", "true"]);
+    assert.deepEqual(await a!.json(), await b!.json(), "the duplicate got the first answer");
+    assert.equal(await countRows(t.sql, "documents", user.id), 1);
+    const records = await t.sql<{ idempotency_key: string; status: string }[]>`
+    select idempotency_key, status from public.idempotency_keys where user_id = ${user.id}`;
+    assert.equal(records.length, 2, "the pair of bucket records");
+    assert.ok(records.every((r) => r.idempotency_key.startsWith("kl_") && r.status === "completed"));
+    // another request is not merged
+    const other = await handler(userRequest(user, null, { title: "another" }));
+    assert.equal(other.headers.get("x-idempotency-replay"), "false");
+    await other.body?.cancel();
+    assert.equal(await countRows(t.sql, "documents", user.id), 2);
+    assert.equal(handler.metrics.started, 2);
+    assert.equal(handler.metrics.replayed, 1);
   },
 );
 
-e2eTest(
+transactionalTest(
   "transactional + metrics: handler.metrics and the database recorder count every outcome",
-  async (t) => {
-    const sql = openSql();
+  async (t, sql) => {
     const name = uniqueName();
     const recorder = new PostgresMetricsRecorder({ sql, flushMs: 60_000 });
     const observed: LatencyHistogram[] = [];
@@ -176,14 +136,14 @@ e2eTest(
         return response;
       }, { functionName: name, metrics: tee });
       const key = t.newKey();
-      const failed = await handler(request(user, key)); // 503: released
-      const first = await handler(request(user, key)); // runs
-      const replay = await handler(request(user, key));
-      const mismatch = await handler(request(user, key, { title: "other" }));
+      const failed = await handler(userRequest(user, key)); // 503: released
+      const first = await handler(userRequest(user, key)); // runs
+      const replay = await handler(userRequest(user, key));
+      const mismatch = await handler(userRequest(user, key, { title: "other" }));
       const heldKey = t.newKey();
-      const held = handler(request(user, heldKey));
+      const held = handler(userRequest(user, heldKey));
       while (calls < 3) await new Promise((r) => setTimeout(r, 10));
-      const inFlight = await handler(request(user, heldKey));
+      const inFlight = await handler(userRequest(user, heldKey));
       release();
       const statuses = [failed, first, replay, mismatch, inFlight, await held].map((r) => r.status);
       assert.deepEqual(statuses, [503, 201, 201, 422, 409, 201]);
@@ -210,55 +170,48 @@ e2eTest(
     } finally {
       await recorder.close();
       await t.sql`delete from public.idempotency_metric_counters where function_name = ${name}`;
-      await sql.end();
     }
   },
 );
 
-e2eTest(
+transactionalTest(
   "transactional: a duplicate's 409 hints at the first's expected finish; with wait it replays",
-  async (t) => {
-    const sql = openSql();
-    try {
-      const user = await t.newUser();
-      let gate: () => Promise<void> = () => new Promise((r) => setTimeout(r, 1300));
-      const handler = wrap(sql, documentHandler(() => gate()));
-      const warm = await handler(request(user, t.newKey())); // one sample of about 1.3 s
-      await warm.body?.cancel();
-      let release!: () => void;
-      gate = () => new Promise<void>((resolve) => release = resolve);
-      const key = t.newKey();
-      const held = handler(request(user, key));
-      while (release === undefined) await new Promise((r) => setTimeout(r, 10));
-      const duplicate = await handler(request(user, key));
-      assert.equal(duplicate.status, 409);
-      assert.equal((await duplicate.json()).error.code, "REQUEST_IN_PROGRESS");
-      const hintMs = Number(duplicate.headers.get("x-idempotency-retry-after-ms"));
-      assert.ok(hintMs >= 1300 && hintMs < 5000, `hint ${hintMs} ms`);
-      assert.equal(duplicate.headers.get("retry-after"), "2", "whole seconds, rounded up from the hint");
-      release();
-      await (await held).body?.cancel();
+  async (t, sql) => {
+    const user = await t.newUser();
+    let gate: () => Promise<void> = () => new Promise((r) => setTimeout(r, 1300));
+    const handler = wrap(sql, documentHandler(() => gate()));
+    const warm = await handler(userRequest(user, t.newKey())); // one sample of about 1.3 s
+    await warm.body?.cancel();
+    let release!: () => void;
+    gate = () => new Promise<void>((resolve) => release = resolve);
+    const key = t.newKey();
+    const held = handler(userRequest(user, key));
+    while (release === undefined) await new Promise((r) => setTimeout(r, 10));
+    const duplicate = await handler(userRequest(user, key));
+    assert.equal(duplicate.status, 409);
+    assert.equal((await duplicate.json()).error.code, "REQUEST_IN_PROGRESS");
+    const hintMs = Number(duplicate.headers.get("x-idempotency-retry-after-ms"));
+    assert.ok(hintMs >= 1300 && hintMs < 5000, `hint ${hintMs} ms`);
+    assert.equal(duplicate.headers.get("retry-after"), "2", "whole seconds, rounded up from the hint");
+    release();
+    await (await held).body?.cancel();
 
-      const waiting = wrap(sql, documentHandler(() => new Promise((r) => setTimeout(r, 100))), {
-        onInFlight: "wait",
-      });
-      const waitKey = t.newKey();
-      const all = await Promise.all(Array.from({ length: 10 }, () => waiting(request(user, waitKey))));
-      assert.deepEqual(all.map((r) => r.status), Array(10).fill(201), "no 409: the duplicates waited");
-      assert.equal(all.filter((r) => r.headers.get("x-idempotency-replay") === "false").length, 1);
-      assert.equal(new Set(await Promise.all(all.map((r) => r.text()))).size, 1);
-      assert.equal(waiting.metrics.started, 1);
-      assert.equal(await countRows(t.sql, "documents", user.id), 3);
-    } finally {
-      await sql.end();
-    }
+    const waiting = wrap(sql, documentHandler(() => new Promise((r) => setTimeout(r, 100))), {
+      onInFlight: "wait",
+    });
+    const waitKey = t.newKey();
+    const all = await Promise.all(Array.from({ length: 10 }, () => waiting(userRequest(user, waitKey))));
+    assert.deepEqual(all.map((r) => r.status), Array(10).fill(201), "no 409: the duplicates waited");
+    assert.equal(all.filter((r) => r.headers.get("x-idempotency-replay") === "false").length, 1);
+    assert.equal(new Set(await Promise.all(all.map((r) => r.text()))).size, 1);
+    assert.equal(waiting.metrics.started, 1);
+    assert.equal(await countRows(t.sql, "documents", user.id), 3);
   },
 );
 
-e2eTest(
+transactionalTest(
   "transactional + store outage: fail-closed answers 503 and runs nothing; fail-open runs once",
-  async (t) => {
-    const sql = openSql();
+  async (t, sql) => {
     let unlock!: () => void;
     const unlocked = new Promise<void>((resolve) => unlock = resolve);
     let holder: Promise<unknown> = Promise.resolve();
@@ -275,13 +228,13 @@ e2eTest(
           await unlocked;
         });
       });
-      const refused = await closed(request(user, t.newKey()));
+      const refused = await closed(userRequest(user, t.newKey()));
       assert.equal(refused.status, 503);
       assert.equal(refused.headers.get("retry-after"), "1");
       assert.equal((await refused.json()).error.code, "STORE_UNAVAILABLE");
       assert.equal(await countRows(t.sql, "documents", user.id), 0, "fail-closed ran nothing");
       const key = t.newKey();
-      const ran = await open(request(user, key));
+      const ran = await open(userRequest(user, key));
       assert.equal(ran.status, 201);
       assert.equal(ran.headers.get("x-idempotency-replay"), "false");
       await ran.body?.cancel();
@@ -303,7 +256,6 @@ e2eTest(
       Deno.env.delete("IDEMPOTENCY_STORE_TIMEOUT_MS");
       unlock();
       await holder;
-      await sql.end();
     }
   },
 );

@@ -6,155 +6,114 @@
  */
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
 import {
-  openPool,
   type TransactionalHandler,
-  type TransactionalOptions,
   withIdempotentTransaction,
 } from "../../supabase/functions/_shared/idempotency.ts";
-import { JWT_SECRET } from "../support/jwt.ts";
-import { API_URL, callFunction, countRows, DB_URL, e2eTest, type TestUser } from "./support.ts";
+import {
+  API_URL,
+  callFunction,
+  countRows,
+  documentHandler,
+  e2eTest,
+  transactionalTest,
+  userRequest,
+  wrapTransactional,
+} from "./support.ts";
 
-/**
- * A pool for the wrapper under test, ended by the caller: the database, or the transaction pooler when
- * TX_DB_URL names it (scripts/test.sh runs this file through pgbouncer too).
- */
-const openSql = () => openPool({ url: Deno.env.get("TX_DB_URL") ?? DB_URL, max: 8 });
 /** The simulated trainer start-training calls (the gateway's own, by default). */
 const TRAINER_URL = Deno.env.get("TRAINER_URL") ?? `${API_URL}/trainer`;
 
-/** A handler that inserts one document for the caller through the transaction, after `gate` resolves. */
-function documentHandler(gate: () => Promise<void> = () => Promise.resolve()): TransactionalHandler {
-  return async (req, { tx, caller }) => {
-    const { title } = await req.json();
-    const [doc] = await tx<{ id: string }[]>`
-      insert into public.documents (user_id, title, content, content_sha256, word_count)
-      values (${caller.userId}, ${title}, 'x', ${"0".repeat(64)}, 1) returning id`;
-    await gate();
-    return Response.json({ id: doc!.id, caller }, { status: 201 });
-  };
-}
-
-function request(user: TestUser, key: string | null, body: unknown = { title: "T" }): Request {
-  const headers: Record<string, string> = {
-    authorization: `Bearer ${user.token}`,
-    "content-type": "application/json",
-  };
-  if (key !== null) headers["idempotency-key"] = key;
-  return new Request("http://local/functions/v1/tx-test", {
-    method: "POST",
-    headers,
-    body: JSON.stringify(body),
-  });
-}
-
-function wrap(sql: postgres.Sql, handler: TransactionalHandler, options: Partial<TransactionalOptions> = {}) {
-  return withIdempotentTransaction(handler, {
-    functionName: "tx-test",
-    sql,
-    jwtSecret: JWT_SECRET,
-    logger: { error: () => {}, warn: () => {} },
-    ...options,
-  });
-}
-
-e2eTest("transactional: the rows and the stored answer commit together; a retry replays", async (t) => {
-  const sql = openSql();
-  try {
+transactionalTest(
+  "transactional: the rows and the stored answer commit together; a retry replays",
+  async (t, sql) => {
     const user = await t.newUser();
     const key = t.newKey();
-    const handler = wrap(sql, documentHandler());
-    const first = await handler(request(user, key));
+    const handler = wrapTransactional(sql, documentHandler());
+    const first = await handler(userRequest(user, key));
     assert.equal(first.status, 201);
     assert.equal(first.headers.get("x-idempotency-replay"), "false");
     const body = await first.json();
     assert.deepEqual(body.caller, { kind: "user", userId: user.id, role: "authenticated" });
-    const retry = await handler(request(user, key));
+    const retry = await handler(userRequest(user, key));
     assert.equal(retry.headers.get("x-idempotency-replay"), "true");
     assert.deepEqual(await retry.json(), body);
     assert.equal(await countRows(t.sql, "documents", user.id), 1);
     const [row] = await t.sql`
-      select status from public.idempotency_keys where idempotency_key = ${key} and user_id = ${user.id}`;
+    select status from public.idempotency_keys where idempotency_key = ${key} and user_id = ${user.id}`;
     assert.equal(row?.status, "completed");
-  } finally {
-    await sql.end();
-  }
-});
+  },
+);
 
-e2eTest("transactional fencing: a lease taken over mid-run rolls the run's rows back (409)", async (t) => {
-  const sql = openSql();
-  try {
+transactionalTest(
+  "transactional fencing: a lease taken over mid-run rolls the run's rows back (409)",
+  async (t, sql) => {
     const user = await t.newUser();
     const key = t.newKey();
     let release!: () => void;
     const gate = new Promise<void>((resolve) => release = resolve);
     let entered!: () => void;
     const inside = new Promise<void>((resolve) => entered = resolve);
-    const handler = wrap(sql, documentHandler(() => (entered(), gate)));
-    const running = handler(request(user, key));
+    const handler = wrapTransactional(sql, documentHandler(() => (entered(), gate)));
+    const running = handler(userRequest(user, key));
     await inside;
     // another request takes the key over (its lease token replaces ours), as after a lease ran out
     await t.sql`update public.idempotency_keys set lease_token = gen_random_uuid()
-      where idempotency_key = ${key} and user_id = ${user.id}`;
+    where idempotency_key = ${key} and user_id = ${user.id}`;
     release();
     const res = await running;
     assert.equal(res.status, 409);
     assert.equal((await res.json()).error.code, "REQUEST_IN_PROGRESS");
     assert.equal(await countRows(t.sql, "documents", user.id), 0, "the fenced run's rows never commit");
     const [row] = await t.sql`
-      select status from public.idempotency_keys where idempotency_key = ${key} and user_id = ${user.id}`;
+    select status from public.idempotency_keys where idempotency_key = ${key} and user_id = ${user.id}`;
     assert.equal(row?.status, "processing", "the new holder's record is untouched");
-  } finally {
-    await sql.end();
-  }
-});
+  },
+);
 
-e2eTest("transactional: a throw or a 5xx rolls back and releases the key; the retry runs once", async (t) => {
-  const sql = openSql();
-  try {
+transactionalTest(
+  "transactional: a throw or a 5xx rolls back and releases the key; the retry runs once",
+  async (t, sql) => {
     const user = await t.newUser();
     const key = t.newKey();
     let attempts = 0;
     const inner = documentHandler();
-    const handler = wrap(sql, async (req, ctx) => {
+    const handler = wrapTransactional(sql, async (req, ctx) => {
       attempts++;
       const response = await inner(req, ctx);
       if (attempts === 1) throw new Error("boom after the insert");
       if (attempts === 2) return Response.json({ error: "down" }, { status: 503 });
       return response;
     });
-    const thrown = await handler(request(user, key));
+    const thrown = await handler(userRequest(user, key));
     assert.equal(thrown.status, 500);
     assert.equal((await thrown.json()).error.code, "INTERNAL_ERROR");
-    const failed = await handler(request(user, key));
+    const failed = await handler(userRequest(user, key));
     assert.equal(failed.status, 503);
     await failed.body?.cancel();
     assert.equal(await countRows(t.sql, "documents", user.id), 0, "nothing of the failed attempts remains");
-    const ok = await handler(request(user, key));
+    const ok = await handler(userRequest(user, key));
     assert.equal(ok.status, 201);
     await ok.body?.cancel();
     assert.equal(await countRows(t.sql, "documents", user.id), 1);
     const [row] = await t.sql`select status, attempt_count from public.idempotency_keys
-      where idempotency_key = ${key} and user_id = ${user.id}`;
+    where idempotency_key = ${key} and user_id = ${user.id}`;
     assert.deepEqual({ ...row }, { status: "completed", attempt_count: 3 });
-  } finally {
-    await sql.end();
-  }
-});
+  },
+);
 
 for (const claim of ["separate", "in-transaction"] as const) {
-  e2eTest(`transactional (${claim} claim): 30 truly concurrent duplicates run the work once`, async (t) => {
-    const sql = openSql();
-    try {
+  transactionalTest(
+    `transactional (${claim} claim): 30 truly concurrent duplicates run the work once`,
+    async (t, sql) => {
       const user = await t.newUser();
       const key = t.newKey();
-      const handler = wrap(
+      const handler = wrapTransactional(
         sql,
         documentHandler(() => new Promise((r) => setTimeout(r, 50))),
         { claim },
       );
-      const results = await Promise.all(Array.from({ length: 30 }, () => handler(request(user, key))));
+      const results = await Promise.all(Array.from({ length: 30 }, () => handler(userRequest(user, key))));
       const statuses = results.map((r) => r.status);
       const bodies = await Promise.all(results.map((r) => r.text()));
       assert.deepEqual(statuses.filter((s) => s !== 201 && s !== 409), [], `statuses: ${statuses}`);
@@ -167,24 +126,25 @@ for (const claim of ["separate", "in-transaction"] as const) {
         assert.equal(new Set(bodies).size, 1, "every duplicate got the first answer");
       }
       assert.equal(await countRows(t.sql, "documents", user.id), 1);
-    } finally {
-      await sql.end();
-    }
-  });
+    },
+  );
 }
 
-e2eTest("transactional (in-transaction claim): a duplicate waits at most lockWaitMs, then 409", async (t) => {
-  const sql = openSql();
-  try {
+transactionalTest(
+  "transactional (in-transaction claim): a duplicate waits at most lockWaitMs, then 409",
+  async (t, sql) => {
     const user = await t.newUser();
     const key = t.newKey();
     let release!: () => void;
     const gate = new Promise<void>((resolve) => release = resolve);
-    const handler = wrap(sql, documentHandler(() => gate), { claim: "in-transaction", lockWaitMs: 200 });
-    const first = handler(request(user, key));
+    const handler = wrapTransactional(sql, documentHandler(() => gate), {
+      claim: "in-transaction",
+      lockWaitMs: 200,
+    });
+    const first = handler(userRequest(user, key));
     await new Promise((r) => setTimeout(r, 100));
     const started = performance.now();
-    const duplicate = await handler(request(user, key));
+    const duplicate = await handler(userRequest(user, key));
     const waited = performance.now() - started;
     assert.equal(duplicate.status, 409);
     await duplicate.body?.cancel();
@@ -192,19 +152,17 @@ e2eTest("transactional (in-transaction claim): a duplicate waits at most lockWai
     release();
     assert.equal((await first).status, 201);
     assert.equal(await countRows(t.sql, "documents", user.id), 1);
-  } finally {
-    await sql.end();
-  }
-});
+  },
+);
 
-e2eTest("steps: a completed step is skipped on retry and its result reused; its key is stable", async (t) => {
-  const sql = openSql();
-  try {
+transactionalTest(
+  "steps: a completed step is skipped on retry and its result reused; its key is stable",
+  async (t, sql) => {
     const user = await t.newUser();
     const key = t.newKey();
     const calls: string[] = [];
     let attempt = 0;
-    const handler = wrap(sql, async (_req, { step }) => {
+    const handler = wrapTransactional(sql, async (_req, { step }) => {
       attempt++;
       const a = await step("a", (stepKey) => {
         calls.push(`a:${stepKey}`);
@@ -217,19 +175,17 @@ e2eTest("steps: a completed step is skipped on retry and its result reused; its 
       });
       return Response.json({ a, b }, { status: 201 });
     });
-    const failed = await handler(request(user, key));
+    const failed = await handler(userRequest(user, key));
     assert.equal(failed.status, 500);
     await failed.body?.cancel();
-    const ok = await handler(request(user, key));
+    const ok = await handler(userRequest(user, key));
     assert.equal(ok.status, 201);
     assert.deepEqual(await ok.json(), { a: { n: 1 }, b: "b2" }, "step a's first result is reused");
     assert.equal(calls.filter((c) => c.startsWith("a:")).length, 1, "step a ran once");
     assert.equal(calls.filter((c) => c.startsWith("b:")).length, 1);
     assert.match(calls[0]!, /^a:step_[0-9a-f]{40}$/);
-  } finally {
-    await sql.end();
-  }
-});
+  },
+);
 
 e2eTest("start-training calls the external trainer once per key, with a derived step key", async (t) => {
   const user = await t.newUser();

@@ -7,7 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { openPool, withIdempotentTransaction } from "../../supabase/functions/_shared/idempotency.ts";
+import { withIdempotentTransaction } from "../../supabase/functions/_shared/idempotency.ts";
+import { openPool } from "../../supabase/functions/_shared/idempotency/pool.ts";
 import { JWT_SECRET } from "../support/jwt.ts";
 import { newUser, psql, report } from "./support.ts";
 

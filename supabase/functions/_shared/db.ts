@@ -5,7 +5,7 @@
  */
 
 import type postgres from "npm:postgres@3.4.9";
-import { closeSharedPool, openPool, type PoolOptions, sharedPool } from "./idempotency.ts";
+import { closeSharedPool, openPool, type PoolOptions, sharedPool } from "./idempotency/pool.ts";
 
 /** A `npm:postgres` client (a pool; `sql.begin` runs one transaction on one connection). */
 export type Sql = postgres.Sql;

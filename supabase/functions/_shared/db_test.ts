@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createSql } from "./db.ts";
-import { preparedStatementsSupported } from "./idempotency.ts";
+import { preparedStatementsSupported } from "./idempotency/pool.ts";
 
 Deno.test("prepared statements are off on Supavisor's transaction-mode port 6543 and with ?prepare=false", () => {
   assert.equal(preparedStatementsSupported("postgresql://u:p@db.example.supabase.co:5432/postgres"), true);

@@ -3,7 +3,7 @@
  * JSON responses, and the wrapper that turns a thrown error into `{ "error": { "code", "message" } }`.
  */
 
-import { type ErrorCode, errorResponse, IdempotencyError } from "./idempotency.ts";
+import { type ErrorCode, errorResponse, IdempotencyError } from "./idempotency/errors.ts";
 import { sqlState } from "./idempotency/_outage.ts";
 import { isDatabaseOutage } from "./idempotency/_postgres_client.ts";
 

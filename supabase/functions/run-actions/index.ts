@@ -11,36 +11,25 @@
  * Other events are acknowledged with `actions: []` so the webhook does not retry them.
  */
 
-// deno-lint-ignore no-import-prefix -- a full specifier, resolved the same from any deno.json
-import postgres from "npm:postgres@3.4.9";
 import { ActionIdempotency } from "../_shared/actions.ts";
 import { PostgresActionStore } from "../_shared/actions_postgres.ts";
 import { FunctionError, jsonResponse, requireMethod, respond } from "../_shared/http.ts";
 import { createJwtCallerResolver } from "../_shared/idempotency/auth.ts";
 import { errorResponse, IdempotencyError } from "../_shared/idempotency/errors.ts";
+import { type PostgresTransaction, sharedPool } from "../_shared/idempotency/pool.ts";
 import { parseWebhookEvent } from "./event.ts";
 import { followUpsFor } from "./followups.ts";
 
 const resolveCaller = createJwtCallerResolver();
 
-/** One pool per isolate, shared by the action store and the actions' own writes. */
+/**
+ * The action API on the isolate's one pool (pool.ts), shared by the action store and the actions' own
+ * writes: it survives database restarts and follows the pooler rule (`?prepare=false`, port 6543).
+ */
 const isolate: { actions?: ActionIdempotency } = {};
 
 function actions(): ActionIdempotency {
-  if (!isolate.actions) {
-    const url = Deno.env.get("SUPABASE_DB_URL");
-    if (!url) throw new Error("SUPABASE_DB_URL is not set");
-    const sql = postgres(url, {
-      max: 5,
-      prepare: new URL(url).port !== "6543",
-      connect_timeout: 5,
-      idle_timeout: 30,
-      onnotice: () => {},
-    });
-    isolate.actions = new ActionIdempotency({
-      store: new PostgresActionStore({ sql }),
-    });
-  }
+  isolate.actions ??= new ActionIdempotency({ store: new PostgresActionStore({ sql: sharedPool() }) });
   return isolate.actions;
 }
 
@@ -80,10 +69,7 @@ export function handler(req: Request): Promise<Response> {
     const done = [];
     for (const followUp of followUps) {
       try {
-        const outcome = await actions().executeInTransaction<
-          unknown,
-          postgres.TransactionSql
-        >(
+        const outcome = await actions().executeInTransaction<unknown, PostgresTransaction>(
           followUp.action,
           (tx) => followUp.run(tx, previous),
         );

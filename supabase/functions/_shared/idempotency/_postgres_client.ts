@@ -79,6 +79,34 @@ export interface ResilientPostgresOptions {
   recycleGraceSeconds?: number;
 }
 
+/** Supavisor's transaction-mode port: a prepared statement may be missing on the next server connection. */
+const TRANSACTION_POOLER_PORT = "6543";
+
+/**
+ * Whether named prepared statements are safe on `url`: not on Supavisor's transaction-mode port 6543, and
+ * not when the URL says `prepare=false` (postgres.js's own URL option, never sent to the server: mark any
+ * other transaction pooler's URL with it, e.g. a local pgbouncer's). Anything else: yes.
+ *
+ * @param url A Postgres connection string.
+ * @returns `false` when the next transaction may run on a server connection that lacks the statement.
+ * @example Open a pool that fits the pooler
+ * ```ts
+ * import { preparedStatementsSupported } from "./pool.ts";
+ *
+ * console.assert(!preparedStatementsSupported("postgresql://u:p@db.example.com:6543/postgres"));
+ * console.assert(!preparedStatementsSupported("postgresql://u:p@127.0.0.1:54329/postgres?prepare=false"));
+ * console.assert(preparedStatementsSupported("postgresql://u:p@db.example.com:5432/postgres"));
+ * ```
+ */
+export function preparedStatementsSupported(url: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return parsed.port !== TRANSACTION_POOLER_PORT && parsed.searchParams.get("prepare") !== "false";
+  } catch {
+    return true;
+  }
+}
+
 /** A query of a deadline that passed: the client gave up waiting (and asked the server to cancel it). */
 export class QueryTimeoutError extends Error {
   /** Stable code, so that the outage classifier and logs can tell it apart. */

@@ -1,6 +1,11 @@
 /**
  * The request fingerprint: SHA-256 over method, path and body, so that reusing a key for another request is
  * detected (422) instead of replaying an answer to a different question.
+ *
+ * A public import path of its own: the wrappers fingerprint every request themselves; code that claims
+ * keys with the direct calls and wants the same 422 for a reused key imports {@link requestFingerprint}.
+ *
+ * @module
  */
 
 import { Buffer } from "node:buffer";

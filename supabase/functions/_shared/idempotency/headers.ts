@@ -1,5 +1,10 @@
 /**
  * Which response headers are stored and replayed, and the CORS headers every response carries.
+ *
+ * The main entry `../idempotency.ts` re-exports what a function author uses (`REPLAY_HEADER`, `corsHeaders`,
+ * `withCorsHeaders`); the other headers and the replay rules are for clients and store authors, here.
+ *
+ * @module
  */
 
 /**

@@ -2,6 +2,12 @@
  * Metrics: the counters every wrapper keeps (`handler.metrics`), a hook that forwards them to a recorder,
  * the latency buckets, and the Prometheus text rendering the `idempotency-metrics` function serves. Pure:
  * no I/O here (the database recorder is in metrics_postgres.ts).
+ *
+ * A public import path of its own: a function author reads `handler.metrics` and never names these types;
+ * whoever forwards metrics somewhere (the `metrics` option) or serves them (the `idempotency-metrics`
+ * function) imports them from here.
+ *
+ * @module
  */
 
 /**
@@ -38,7 +44,16 @@ export interface IdempotencyMetrics {
   bypassed: number;
 }
 
-/** The Prometheus `outcome` label of each counter. */
+/**
+ * The Prometheus `outcome` label of each counter.
+ *
+ * @example The label of a counter
+ * ```ts
+ * import { OUTCOME_LABELS } from "./metrics.ts";
+ *
+ * console.assert(OUTCOME_LABELS.inFlight === "in_flight");
+ * ```
+ */
 export const OUTCOME_LABELS: Readonly<Record<keyof IdempotencyMetrics, string>> = Object.freeze({
   started: "started",
   replayed: "replayed",
@@ -64,7 +79,16 @@ export const OUTCOME_LABELS: Readonly<Record<keyof IdempotencyMetrics, string>> 
  */
 export type LatencyHistogram = "claim" | "handler";
 
-/** Upper bounds of the latency buckets, in seconds (`+Inf` is implied). */
+/**
+ * Upper bounds of the latency buckets, in seconds (`+Inf` is implied).
+ *
+ * @example The buckets rise
+ * ```ts
+ * import { LATENCY_BUCKETS } from "./metrics.ts";
+ *
+ * console.assert(LATENCY_BUCKETS.every((le, i) => i === 0 || le > LATENCY_BUCKETS[i - 1]!));
+ * ```
+ */
 export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
   0.0005,
   0.001,
@@ -150,7 +174,17 @@ export function createMetrics(functionName: string, recorder?: MetricsRecorder):
   return metrics;
 }
 
-/** One stored counter row, as `idempotency_metric_counters` holds it. */
+/**
+ * One stored counter row, as `idempotency_metric_counters` holds it.
+ *
+ * @example Three first runs of one function
+ * ```ts
+ * import type { CounterRow } from "./metrics.ts";
+ *
+ * const row: CounterRow = { function_name: "charge", metric: "outcomes_total", label: "started", value: 3 };
+ * console.assert(row.value === 3);
+ * ```
+ */
 export interface CounterRow {
   /** The edge function. */
   function_name: string;
@@ -162,7 +196,20 @@ export interface CounterRow {
   value: number;
 }
 
-/** One row of `v_idempotency_stats` (numbers may arrive as strings from bigint columns). */
+/**
+ * One row of `v_idempotency_stats` (numbers may arrive as strings from bigint columns).
+ *
+ * @example A function with one completed key
+ * ```ts
+ * import type { StatsRow } from "./metrics.ts";
+ *
+ * const row: StatsRow = {
+ *   function_name: "charge", total: 1, processing: 0, completed: 1, failed: 0, replays: "2", in_flight: 0,
+ *   stuck: 0, expired_pending_cleanup: 0,
+ * };
+ * console.assert(Number(row.replays) === 2);
+ * ```
+ */
 export interface StatsRow {
   /** The function, or `*` for the total row (skipped: PromQL sums). */
   function_name: string;
@@ -184,7 +231,17 @@ export interface StatsRow {
   expired_pending_cleanup: number | string;
 }
 
-/** What {@link renderPrometheus} renders. */
+/**
+ * What {@link renderPrometheus} renders.
+ *
+ * @example The database did not answer
+ * ```ts
+ * import { type MetricsSnapshot, renderPrometheus } from "./metrics.ts";
+ *
+ * const down: MetricsSnapshot = { counters: [], stats: [], storeUp: false };
+ * console.assert(renderPrometheus(down).includes("idempotency_store_up 0"));
+ * ```
+ */
 export interface MetricsSnapshot {
   /** The counters summed over every instance; empty when the database could not be read. */
   counters: CounterRow[];

@@ -7,10 +7,19 @@
  * Size: each isolate holds at most `max` connections (default 10). Behind Supavisor (port 6543) these are
  * client connections, which Supavisor multiplexes onto its own server pool; direct connections (port 5432)
  * count against the database's `max_connections`, shared by every isolate, so lower `max` there.
+ *
+ * A public import path of its own: a function's handler gets its transaction from
+ * `withIdempotentTransaction`, so only code that queries outside it (a script, `_shared/db.ts`) needs the pool.
+ * The postgres.js client types and the pooler rule live here too.
+ *
+ * @module
  */
 
-import { ResilientPostgres } from "./_postgres_client.ts";
-import { type PostgresClient, preparedStatementsSupported } from "./stores/postgres.ts";
+import { preparedStatementsSupported, ResilientPostgres } from "./_postgres_client.ts";
+import type { PostgresClient } from "./stores/postgres.ts";
+
+export { preparedStatementsSupported } from "./_postgres_client.ts";
+export type { PostgresClient, PostgresTransaction } from "./stores/postgres.ts";
 
 /**
  * The shared pool's connection options, from `SUPABASE_DB_URL`.

@@ -1,4 +1,11 @@
-/** Resumable steps: the key each step hands to an external service. Pure. */
+/**
+ * Resumable steps: the key each step hands to an external service. Pure.
+ *
+ * A public import path of its own: a handler gets each step's key from `ctx.step`; only a service that
+ * must compute the same key itself (a test, a trainer that checks it) imports {@link stepKeyOf}.
+ *
+ * @module
+ */
 
 import { createHash } from "node:crypto";
 import type { BeginInput } from "./store.ts";

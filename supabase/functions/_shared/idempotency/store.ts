@@ -3,6 +3,11 @@
  *
  * Each method is one atomic state change. A store decides races itself (a unique row, a Lua script, a
  * single-threaded map), so the middleware never reads-then-writes.
+ *
+ * A public import path of its own, for store authors: a function author never names these types (the
+ * options take a store, the ready stores are in the main entry `../idempotency.ts`).
+ *
+ * @module
  */
 
 /**

@@ -9,7 +9,12 @@
 import postgres from "npm:postgres@3.4.9";
 import { storedResponse, toBeginResult } from "../_begin_rules.ts";
 import { IdempotencyError } from "../errors.ts";
-import { observeDatabaseError, ResilientPostgres, withDeadline } from "../_postgres_client.ts";
+import {
+  observeDatabaseError,
+  preparedStatementsSupported,
+  ResilientPostgres,
+  withDeadline,
+} from "../_postgres_client.ts";
 import { isMissingUser } from "../_outage.ts";
 import type {
   BeginInput,
@@ -143,8 +148,6 @@ interface StatusRow {
   expires_at: Date;
 }
 
-/** Supavisor's transaction-mode port: a prepared statement may be missing on the next server connection. */
-const TRANSACTION_POOLER_PORT = "6543";
 /** SQLSTATE `lock_not_available`: a `lock_timeout` fired. */
 const LOCK_NOT_AVAILABLE = "55P03";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -460,29 +463,4 @@ function isUuidLease(lease: Lease): boolean {
 function storeTimeoutFromEnv(): number {
   const value = Number(Deno.env.get("IDEMPOTENCY_STORE_TIMEOUT_MS"));
   return Number.isInteger(value) && value > 0 ? value : 3000;
-}
-
-/**
- * Whether named prepared statements are safe on `url`: not on Supavisor's transaction-mode port 6543, and
- * not when the URL says `prepare=false` (postgres.js's own URL option, never sent to the server: mark any
- * other transaction pooler's URL with it, e.g. a local pgbouncer's). Anything else: yes.
- *
- * @param url A Postgres connection string.
- * @returns `false` when the next transaction may run on a server connection that lacks the statement.
- * @example Open a pool that fits the pooler
- * ```ts
- * import { preparedStatementsSupported } from "./postgres.ts";
- *
- * console.assert(!preparedStatementsSupported("postgresql://u:p@db.example.com:6543/postgres"));
- * console.assert(!preparedStatementsSupported("postgresql://u:p@127.0.0.1:54329/postgres?prepare=false"));
- * console.assert(preparedStatementsSupported("postgresql://u:p@db.example.com:5432/postgres"));
- * ```
- */
-export function preparedStatementsSupported(url: string): boolean {
-  try {
-    const parsed = new URL(url);
-    return parsed.port !== TRANSACTION_POOLER_PORT && parsed.searchParams.get("prepare") !== "false";
-  } catch {
-    return true;
-  }
 }
