@@ -126,13 +126,31 @@ function netstring(value: string): string {
 /** Stateless between calls (`decode` without `stream`), so one instance serves every request. */
 const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
-/** The parsed body, with numbers as {@link SourceNumber}, or `undefined` when it is not UTF-8 JSON. */
+/**
+ * The parsed body, with numbers as {@link SourceNumber}, or `undefined` when it is not UTF-8 JSON. Parsed
+ * plainly first: a reviver makes `JSON.parse` about five times slower, and only numbers need one (a body
+ * without any parses to the same value either way).
+ */
 function parseJson(body: Uint8Array): unknown {
+  let text: string;
+  let plain: unknown;
   try {
-    return JSON.parse(UTF8.decode(body), keepNumberSource as Reviver);
+    text = UTF8.decode(body);
+    plain = JSON.parse(text);
   } catch {
     return undefined;
   }
+  return hasNumber(plain) ? JSON.parse(text, keepNumberSource as Reviver) : plain;
+}
+
+/** Whether a parsed JSON value holds a number anywhere. */
+function hasNumber(value: unknown): boolean {
+  if (typeof value === "number") return true;
+  if (value === null || typeof value !== "object") return false;
+  for (const item of Array.isArray(value) ? value : Object.values(value)) {
+    if (hasNumber(item)) return true;
+  }
+  return false;
 }
 
 type Reviver = (this: unknown, key: string, value: unknown) => unknown;
