@@ -140,7 +140,25 @@ async function serve(ctx: Pipeline, req: Request, info?: Deno.ServeHandlerInfo):
     return new Response(null, { status: 204, headers: corsHeaders });
   }
   const response = await answer(ctx, req, info);
-  return ctx.options.cors ? withCorsHeaders(response) : response;
+  return ctx.options.cors ? addCorsHeaders(response) : response;
+}
+
+const CORS_ENTRIES = Object.entries(corsHeaders);
+
+/**
+ * The CORS headers `response` lacks, added in place: a copy (`withCorsHeaders`) rebuilds the headers and
+ * turns a body of bytes into a stream, which Deno.serve then sends as one. Only a response whose headers
+ * are immutable (a `fetch` answer passed through) is copied.
+ */
+function addCorsHeaders(response: Response): Response {
+  try {
+    for (const [name, value] of CORS_ENTRIES) {
+      if (!response.headers.has(name)) response.headers.set(name, value);
+    }
+    return response;
+  } catch {
+    return withCorsHeaders(response);
+  }
 }
 
 /** Every failure becomes the JSON error shape; unexpected ones are logged and hidden behind a 500. */
