@@ -127,28 +127,31 @@ function netstring(value: string): string {
 const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * The parsed body, with numbers as {@link SourceNumber}, or `undefined` when it is not UTF-8 JSON. Parsed
- * plainly first: a reviver makes `JSON.parse` about five times slower, and only numbers need one (a body
- * without any parses to the same value either way).
+ * The parsed body, with numbers as {@link SourceNumber}, or `undefined` when it is not UTF-8 JSON (or too
+ * deep for the reviver). Parsed plainly first: a reviver makes `JSON.parse` about five times slower, and a
+ * shallow body without numbers parses to the same value either way. Anything else takes the reviver's path,
+ * so every body keeps the fingerprint it always had.
  */
 function parseJson(body: Uint8Array): unknown {
-  let text: string;
-  let plain: unknown;
   try {
-    text = UTF8.decode(body);
-    plain = JSON.parse(text);
+    const text = UTF8.decode(body);
+    const plain: unknown = JSON.parse(text);
+    return needsReviver(plain, 0) ? JSON.parse(text, keepNumberSource as Reviver) : plain;
   } catch {
     return undefined;
   }
-  return hasNumber(plain) ? JSON.parse(text, keepNumberSource as Reviver) : plain;
 }
 
-/** Whether a parsed JSON value holds a number anywhere. */
-function hasNumber(value: unknown): boolean {
+/** Nesting past which a body takes the reviver's path, whose stack limit decides as it always did. */
+const PLAIN_PARSE_MAX_DEPTH = 64;
+
+/** Whether a parsed JSON value holds a number anywhere, or nests deeper than the plain path goes. */
+function needsReviver(value: unknown, depth: number): boolean {
   if (typeof value === "number") return true;
   if (value === null || typeof value !== "object") return false;
+  if (depth >= PLAIN_PARSE_MAX_DEPTH) return true;
   for (const item of Array.isArray(value) ? value : Object.values(value)) {
-    if (hasNumber(item)) return true;
+    if (needsReviver(item, depth + 1)) return true;
   }
   return false;
 }

@@ -354,7 +354,7 @@ async function runSeparate(
   const caller = transactionCaller(read.caller, read.req, s);
   const key = getIdempotencyKey(read.req); // null for a keyless claim
   const state: LeaseState = { lost: false };
-  const steps = await stepRunner(s, input, lease, attempt);
+  const steps = stepRunner(s, input, lease, attempt);
   const renewal = startRenewal(ctx, lease, state, s.maxRunMs);
   let outcome: HandlerOutcome | undefined;
   let rolledBack: Rollback | undefined;
@@ -540,23 +540,31 @@ const noSteps: TransactionContext["step"] = (name, run) => run(`${name}-${crypto
 const stepsNeedSeparateClaim: TransactionContext["step"] = () =>
   Promise.reject(new TypeError('ctx.step needs claim: "separate" (the default)'));
 
-/** Loads the steps a previous attempt recorded, and records each new one as soon as it returns. */
-async function stepRunner(
+/**
+ * Runs steps, each recorded as soon as it returns. A later attempt loads what earlier ones recorded at its
+ * first step, not before the handler: a handler without steps makes no query for it, and a failure to load
+ * (an outage) reaches the handler, which answers it, instead of escaping the run as a 500.
+ */
+function stepRunner(
   s: Settings,
   input: BeginInput,
   claimed: Lease,
   attempt: number,
-): Promise<TransactionContext["step"]> {
+): TransactionContext["step"] {
   // a keyless claim holds two records (keyless.ts): its steps hang on the first
   const [lease = claimed] = leasesOf(claimed);
   const sql = s.sql();
-  const done = new Map<string, unknown>();
-  if (attempt > 1) {
+  let recorded: Promise<Map<string, unknown>> | undefined;
+  const load = async () => {
+    const done = new Map<string, unknown>();
+    if (attempt === 1) return done; // nothing recorded yet: only this lease holder records
     const rows = await sql<{ step_name: string; result: unknown }[]>`
       select step_name, result from public.idempotency_steps where record_id = ${lease.recordId}::uuid`;
     for (const row of rows) done.set(row.step_name, row.result);
-  }
+    return done;
+  };
   return async <T>(name: string, work: (stepKey: string) => Promise<T>): Promise<T> => {
+    const done = await (recorded ??= load());
     if (done.has(name)) return done.get(name) as T;
     const result = await work(stepKeyOf(input, name));
     const [row] = await sql<{ ok: boolean }[]>`
