@@ -12,8 +12,7 @@
  *     a direct connection) and without (`prepare: false`, as behind a transaction pooler; postgres.js then
  *     sends unnamed extended-protocol statements, which is pgbench's `-M extended`, not `-M simple`). Rates
  *     are pairs/s. The same two statements through a plain postgres.js pool of the same size, with no store
- *     around them, split the gap to pgbench into the driver's share and the store's; and the store on a pool
- *     of as many connections as clients (pgbench's own count) shows the share of the deployed pool's size.
+ *     around them, split the gap to pgbench into the driver's share and the store's.
  * (b) Over HTTP through the gateway's request handler in a process of its own (scripts/bench/serve.ts, as the
  *     latency mode): `process-document` bare, wrapped for the response only (`withIdempotency` with the default
  *     PostgresStore) and transactional (`withIdempotentTransaction`, as deployed), N concurrent clients each
@@ -113,8 +112,6 @@ export async function runThroughput(options: ThroughputOptions): Promise<void> {
   const pools = [openPool({ url: dbUrl }), openPool({ url: dbUrl, prepare: false })] as const;
   const prepared = new PostgresStore({ sql: pools[0] });
   const unprepared = new PostgresStore({ sql: pools[1] });
-  // a pool with as many connections as clients, as pgbench has: how much of the gap is the pool's size
-  const matched = new Map(clients.map((c) => [c, openPool({ url: dbUrl, max: c })]));
   // the driver's own ceiling: the same two statements on a plain postgres.js pool of the same size
   const driver = postgres(dbUrl, { max: POOL_MAX, onnotice: () => {} });
   const server = await startServer();
@@ -136,16 +133,6 @@ export async function runThroughput(options: ThroughputOptions): Promise<void> {
     const kinds: [string, Series["run"]][] = [
       [STORE_PGBENCH_PREPARED, pgbench("prepared")],
       [STORE_PREPARED, store(prepared, "p")],
-      [
-        STORE_MATCHED,
-        (c: number, seconds: number) =>
-          storeRate(new PostgresStore({ sql: matched.get(c)! }), {
-            clients: c,
-            seconds,
-            userId,
-            keyPrefix: `tp-${run}-m-`,
-          }),
-      ],
       [STORE_PGBENCH_EXTENDED, pgbench("extended")],
       [STORE_UNPREPARED, store(unprepared, "u")],
       [
@@ -188,7 +175,7 @@ export async function runThroughput(options: ThroughputOptions): Promise<void> {
   } finally {
     server.process.kill("SIGTERM");
     await server.process.status;
-    await Promise.allSettled([...pools, ...matched.values(), driver].map((sql) => sql.end({ timeout: 5 })));
+    await Promise.allSettled([...pools, driver].map((sql) => sql.end({ timeout: 5 })));
     await Deno.remove(pgbenchScript).catch(() => {});
     // the user's keys and documents go with it (on delete cascade)
     await admin`delete from auth.users where id = ${userId}`;
@@ -202,7 +189,6 @@ const STORE_PREPARED = "store: PostgresStore (prepared)";
 const STORE_PGBENCH_EXTENDED = "store SQL: pgbench -M extended";
 const STORE_UNPREPARED = "store: PostgresStore (prepare: false)";
 const STORE_DRIVER = "store SQL: postgres.js alone, no store";
-const STORE_MATCHED = "store: PostgresStore, pool = clients";
 const HTTP_BARE = "http: process-document bare";
 const HTTP_WRAPPED = "http: response-only (withIdempotency)";
 const HTTP_TRANSACTIONAL = "http: transactional (as deployed)";
@@ -397,7 +383,6 @@ function report(list: Series[], clients: number[]): void {
     [STORE_PREPARED]: STORE_PGBENCH_PREPARED,
     [STORE_UNPREPARED]: STORE_PGBENCH_EXTENDED,
     [STORE_DRIVER]: STORE_PGBENCH_PREPARED,
-    [STORE_MATCHED]: STORE_PGBENCH_PREPARED,
     [HTTP_WRAPPED]: HTTP_BARE,
     [HTTP_TRANSACTIONAL]: HTTP_BARE,
   };
