@@ -24,6 +24,20 @@ Deno.test("codec: gzip then gunzip gives the same bytes", async () => {
   assert.deepEqual(await gunzip(await gzip(new Uint8Array(0))), new Uint8Array(0));
 });
 
+Deno.test("codec: gzip gives a plain Uint8Array, and reads what a CompressionStream wrote", async () => {
+  const bytes = repetitive(4096);
+  const compressed = await gzip(bytes);
+  // stores copy bodies with `slice`, which is a view on a Buffer
+  assert.equal(Object.getPrototypeOf(compressed), Uint8Array.prototype);
+  const through = async (input: Uint8Array, stream: CompressionStream | DecompressionStream) =>
+    new Uint8Array(
+      await new Response(new Blob([new Uint8Array(input)]).stream().pipeThrough(stream)).arrayBuffer(),
+    );
+  // bodies stored before node:zlib did the compression, and the other way round
+  assert.deepEqual(await gunzip(await through(bytes, new CompressionStream("gzip"))), bytes);
+  assert.deepEqual(await through(compressed, new DecompressionStream("gzip")), bytes);
+});
+
 Deno.test("codec: gunzip rejects bytes that are not gzip", async () => {
   await assert.rejects(gunzip(new TextEncoder().encode("not gzip at all")));
 });

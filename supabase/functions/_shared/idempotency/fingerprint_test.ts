@@ -94,3 +94,37 @@ Deno.test("fingerprint: a JSON body matches whatever its declared content type",
   });
   assert.equal(declared, json);
 });
+
+Deno.test("fingerprint: the hashed layout is stable (stored records keep matching their retries)", () => {
+  // computed before the plain-parse fast path; a change here would answer every retry of a stored key 422
+  const golden: [string, string][] = [
+    [
+      '{"title":"Q3 report","content":"One sentence."}',
+      "8865e5270e20be93a75a0c7f53734e1376512f0484e0435f03c24244391c1e8d",
+    ],
+    [
+      '{"amount":42,"tags":["a",{"n":1.50}]}',
+      "ee6b740673ddf1ce982349370716659d357315085ac4eeb20c5690543104b1b6",
+    ],
+    [
+      '{"b":[true,null,"x"],"a":{"__proto__":"p"}}',
+      "33a703130b1b5d3311ee2b676cf211ae556916e19714b0a1c965dc63f14f527a",
+    ],
+    ['{"n":12345678901234567891}', "fec1550cf997d15637058d8de9a5555464262ca86b8ea0a3b0b884c35a46fb55"],
+    ['{"e":1e2,"f":100}', "358aed257baf7343145da0acad11dcdedaa97bff3aa8b111364e0c2bf8ac1d80"],
+    ["not json", "56b288a3db64e051fb7de1d043ed0dd03688f0fffd6a2ad9660ba8ee8a10d1c5"],
+    // past the plain parse's depth, and too deep for any parse (hashed as bytes)
+    ["[".repeat(100) + "]".repeat(100), "d74e85b8c4b369a94dfe6df6243edb3a988ac817e68744aae384592ad401f25f"],
+    [
+      "[".repeat(100_000) + "]".repeat(100_000),
+      "427cd1de2df25c9d5e0bae7469d887145b555651f99bd5c220ab5dd6b2c7251f",
+    ],
+  ];
+  for (const [body, expected] of golden) {
+    assert.equal(
+      requestFingerprint({ method: "POST", path: "/charge?x=1", body: text(body), caller: "user" }),
+      expected,
+      body,
+    );
+  }
+});

@@ -778,6 +778,24 @@ Deno.test("middleware: every response exposes the replay headers to browsers", a
   }
 });
 
+Deno.test("middleware: CORS reaches a response with immutable headers, and a handler's own policy wins", async () => {
+  // Response.redirect's headers are immutable (as a passed-through fetch answer's): they are copied
+  const redirect: Handler = () => Response.redirect("https://example.com/done", 303);
+  const passed = await wrap(redirect, new MemoryStore()).wrapped(request({ key: null }));
+  assert.equal(passed.status, 303);
+  assert.equal(passed.headers.get("location"), "https://example.com/done");
+  assert.equal(passed.headers.get("access-control-allow-origin"), "*");
+  const own: Handler = () =>
+    new Response("ok", { status: 201, headers: { "access-control-allow-origin": "https://app.example" } });
+  const { wrapped } = wrap(own, new MemoryStore());
+  for (const key of [null, "k-own-1", "k-own-1"]) { // unprotected, first, replay
+    const response = await wrapped(request({ key }));
+    assert.equal(response.headers.get("access-control-allow-origin"), "https://app.example");
+    assert.match(response.headers.get("access-control-expose-headers") ?? "", /x-idempotency-replay/);
+    assert.equal(await response.text(), "ok");
+  }
+});
+
 Deno.test("middleware: cors: false leaves OPTIONS and headers to the handler", async () => {
   const { handler, state } = countingHandler(() => new Response("handled", { status: 200 }));
   const { wrapped } = wrap(handler, new MemoryStore(), { cors: false });
