@@ -2,17 +2,22 @@
 # What the statistics cost on the claim path, measured in one run on the durable cluster
 # (scripts/scale/cluster.sh, filled by scripts/scale/fill.sh), printed as Markdown for docs/scaling.md:
 #   1. pgbench calling the store's SQL (-M prepared): begin + complete of new keys, each committed on its own,
-#      at 1 and 8 clients, with the statistics on and off (the two counter triggers disabled), alternating for
-#      ROUNDS rounds of DURATION s; per setting the median over rounds of p50, p99 and transactions/s, the
-#      ratios on/off, and WAL bytes per begin+complete
-#   2. where the time goes with the statistics on: the trigger's calls and time per call (track_functions),
-#      and EXPLAIN ANALYZE of the claim's insert and the completion's update (the trigger's share of each)
-#   3. v_idempotency_stats while the counters hold writers' rows not yet folded: after a minute of claims at 8
-#      clients, after a minute of replays of keys spread over the last 24 hours (the worst case: rows per
-#      writer and minute of first expiry touched), and after the fold; median of 5 runs each
-# The cleanup job is paused while this runs and resumed after; the counters are rebuilt at the end (the runs
-# with the triggers disabled were not counted). ROUNDS (default 3), DURATION (s, default 20), VIEW_SECONDS (s of
-# traffic before the view is timed, default 60).
+#      at 1 and 8 clients, under three settings in turn for ROUNDS rounds of DURATION s:
+#        current   the counter triggers as the migrations leave them
+#        released  the trigger function of 20261130000300 (its helper idempotency_stats_add, shard pid % 16)
+#        off       the two counter triggers disabled: no statistics at all
+#      per setting the median over rounds of transactions/s, p50 and p99, the ratios to "off", and WAL bytes
+#      per begin + complete
+#   2. where the time goes, for "released" and "current": calls and time per call of the functions involved
+#      (track_functions), and EXPLAIN ANALYZE of the claim's insert and the completion's update with their
+#      triggers' share
+#   3. v_idempotency_stats while the counters hold writers' rows not yet folded: after VIEW_SECONDS of claims
+#      at 8 clients, then of replays of keys spread over the last 24 hours (the worst case: a row per writer
+#      and minute of first expiry touched), and after the fold; median of 5 runs each
+# The other settings' functions are taken from the released migration files, which never change. The cleanup
+# job is paused while this runs and resumed after; the current functions are put back and the counters
+# rebuilt at the end (the runs with the triggers disabled counted nothing).
+# ROUNDS (default 3), DURATION (s, default 20), VIEW_SECONDS (default 60).
 set -euo pipefail
 source "$(dirname "$0")/../lib/env.sh"
 URL="$("$ROOT/scripts/scale/cluster.sh" url)"
@@ -21,19 +26,34 @@ DURATION="${DURATION:-20}"
 VIEW_SECONDS="${VIEW_SECONDS:-60}"
 WORK="${WORK:-/work/scale-db/stats-cost}"
 PGBENCH="$PG_BIN/pgbench"
+RELEASED="$ROOT/supabase/migrations/20261130000300_idempotency_scale.sql"
+CURRENT="$ROOT/supabase/migrations/20261130000700_idempotency_stats_writer_rows.sql"
 mkdir -p "$WORK"
 rm -f "$WORK"/*
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -A -t -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else print a[int((NR + 1) / 2)] }'; }
+definition() { sed -n "/^create or replace function public\.$2(/,/^\\\$\\\$;/p" "$1"; } # file name
 
-JOB="select jobid from cron.job where jobname = 'cleanup-expired-idempotency-keys'"
-statistics() { # on|off
-  local how; how=$([ "$1" = on ] && echo enable || echo disable)
-  q -c "alter table public.idempotency_keys $how trigger idempotency_keys_track_insert,
-    $how trigger idempotency_keys_track_update"
+triggers() { # enable|disable
+  q -c "alter table public.idempotency_keys $1 trigger idempotency_keys_track_insert,
+    $1 trigger idempotency_keys_track_update"
 }
+setting() { # current|released|off
+  case $1 in
+    current)
+      definition "$CURRENT" idempotency_keys_track | q
+      q -c "drop function if exists public.idempotency_stats_add(text, timestamptz, bigint, bigint, bigint, bigint,
+        bigint, timestamptz)"
+      triggers enable ;;
+    released)
+      { definition "$RELEASED" idempotency_stats_add; definition "$RELEASED" idempotency_keys_track; } | q
+      triggers enable ;;
+    off) triggers disable ;;
+  esac
+}
+JOB="select jobid from cron.job where jobname = 'cleanup-expired-idempotency-keys'"
 finish() {
-  statistics on
+  setting current
   q -c "select public.idempotency_stats_rebuild()" >/dev/null
   q -c "select cron.alter_job(($JOB), active => true)" >/dev/null
 }
@@ -46,7 +66,7 @@ echo
 echo "Machine: $(nproc) cores shared with other developers' work (load average $(cut -d' ' -f1-3 /proc/loadavg) at the start): compare figures within this run."
 echo
 
-# --- 1. on / off ----------------------------------------------------------------------------------------------
+# --- 1. the three settings ------------------------------------------------------------------------------------
 BODY=$(node "$ROOT/scripts/scale/bodies.mjs" 1 2>/dev/null | sed 's/^\\\\/\\/')
 cat >"$WORK/claim.sql" <<'SQL'
 \set r random(1, 9000000000000000)
@@ -63,113 +83,164 @@ select outcome from public.idempotency_begin(md5(:i::text || '-key')::uuid::text
 SQL
 LO=$((ROWS / 200 + 1)) HI=$((ROWS / 100 - 2))
 
-pgb() { # name clients seconds script -> "tps p50 p99 n wal_per_txn" (ms)
+pgb() { # name clients seconds script -> "tps p50 p99 transactions wal_per_transaction" (ms)
   local name=$1 clients=$2 seconds=$3 script=$4 wal0 tps wal
   wal0=$(q -c "select pg_current_wal_insert_lsn()")
   tps=$("$PGBENCH" -n -M prepared -c "$clients" -j "$((clients < 2 ? clients : 2))" -T "$seconds" \
     -f "$WORK/$script" -D body="$BODY" -D lo="$LO" -D hi="$HI" -l --log-prefix="$WORK/$name" "$URL" 2>&1 |
     sed -nE 's/^tps = ([0-9.]+).*/\1/p')
   wal=$(q -c "select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$wal0')")
-  cat "$WORK/$name".* | awk '{ print $3 }' | sort -n | awk -v tps="$tps" -v wal="$wal" '{ a[NR] = $1 }
-    END { printf "%.1f %.3f %.3f %d %.0f\n", tps, a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99)] / 1000, NR, wal / NR }'
+  cat "$WORK/$name".* | awk '{ print $3 }' | sort -n | awk -v tps="$tps" -v wal="$wal" '{ a[NR] = $1 } END {
+    printf "%.1f %.3f %.3f %d %.0f\n", tps, a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99)] / 1000, NR, wal / NR }'
 }
+figure() { cut -d' ' -f"$3" "$WORK/runs-$1-$2" | median; } # setting clients field
 
-echo "### begin + complete with the statistics on and off"
+SETTINGS=(current released off)
+echo "### begin + complete: the statistics now, as released, and none"
 echo
-echo "$ROUNDS rounds of $DURATION s per setting and client count, alternating; each figure is the median over the rounds."
+echo "$ROUNDS rounds of $DURATION s per setting and client count, the settings in turn (each round starts with the next one); each figure is the median over the rounds."
 echo
-echo "| clients | statistics | transactions/s | p50 ms | p99 ms | WAL bytes per transaction |"
+echo "| clients | statistics | transactions/s | p50 ms | p99 ms | WAL bytes per begin + complete |"
 echo "| --- | --- | --- | --- | --- | --- |"
 for clients in 1 8; do
-  for ((round = 1; round <= ROUNDS; round++)); do
-    # which setting goes first alternates, so that a drift in the machine's load favours neither
-    order=(on off); [ $((round % 2)) = 0 ] && order=(off on)
-    for setting in "${order[@]}"; do
-      statistics "$setting"
-      pgb "$setting-$clients-$round" "$clients" "$DURATION" claim.sql >>"$WORK/runs-$setting-$clients"
+  for ((round = 0; round < ROUNDS; round++)); do
+    for ((k = 0; k < ${#SETTINGS[@]}; k++)); do
+      s=${SETTINGS[(round + k) % ${#SETTINGS[@]}]} # a drift in the machine's load favours no setting
+      setting "$s"
+      pgb "$s-$clients-$round" "$clients" "$DURATION" claim.sql >>"$WORK/runs-$s-$clients"
     done
   done
-  for setting in on off; do
-    f="$WORK/runs-$setting-$clients"
-    printf '| %s | %s | %s | %s | %s | %s |\n' "$clients" "$setting" "$(cut -d' ' -f1 "$f" | median)" \
-      "$(cut -d' ' -f2 "$f" | median)" "$(cut -d' ' -f3 "$f" | median)" "$(cut -d' ' -f5 "$f" | median)"
+  for s in "${SETTINGS[@]}"; do
+    echo "| $clients | $s | $(figure "$s" "$clients" 1) | $(figure "$s" "$clients" 2) | $(figure "$s" "$clients" 3) | $(figure "$s" "$clients" 5) |"
   done
 done
-statistics on
+setting current
 q -c "select public.idempotency_stats_rebuild()" >/dev/null # the keys claimed while the triggers were off
 echo
-echo "| clients | p50 on / off | p99 on / off | transactions/s on / off |"
-echo "| --- | --- | --- | --- |"
+echo "| clients | statistics | p50 / off | p99 / off | transactions/s / off |"
+echo "| --- | --- | --- | --- | --- |"
 for clients in 1 8; do
-  ratio() { awk -v a="$(cut -d' ' -f"$1" "$WORK/runs-on-$clients" | median)" \
-    -v b="$(cut -d' ' -f"$1" "$WORK/runs-off-$clients" | median)" 'BEGIN { printf "%.2f", a / b }'; }
-  echo "| $clients | $(ratio 2) | $(ratio 3) | $(ratio 1) |"
+  for s in current released; do
+    ratio() { awk -v a="$(figure "$s" "$clients" "$1")" -v b="$(figure off "$clients" "$1")" 'BEGIN { printf "%.2f", a / b }'; }
+    echo "| $clients | $s | $(ratio 2) | $(ratio 3) | $(ratio 1) |"
+  done
 done
 echo
-echo "Per round (tps p50 p99 transactions WAL/transaction):"
+echo "Every run (transactions/s, p50, p99, transactions, WAL per transaction):"
 echo
 for f in "$WORK"/runs-*; do echo "- $(basename "$f" | sed 's/^runs-//'): $(paste -sd';' "$f" | sed 's/;/; /g')"; done
 echo
 
 # --- 2. where the time goes ----------------------------------------------------------------------------------
-echo "### Where the time goes (statistics on)"
-echo
 FUNCTIONS="select funcname, calls, total_time, self_time from pg_stat_user_functions where schemaname = 'public'"
-q -c "create temp table before as $FUNCTIONS" -c "\copy before to '$WORK/functions-before.csv' csv"
-PGOPTIONS='-c track_functions=all' "$PGBENCH" -n -M prepared -c 1 -T 10 -f "$WORK/claim.sql" -D body="$BODY" "$URL" \
-  >/dev/null 2>&1
-sleep 1.5 # the backend's statistics reach the shared counters
-echo "Per call, from \`track_functions = all\` over 10 s of begin + complete at 1 client (self: without the functions it calls):"
-echo
-echo "| function | calls | total µs per call | self µs per call |"
-echo "| --- | --- | --- | --- |"
-q -F '|' -c "create temp table before (funcname name, calls bigint, total_time float8, self_time float8)" \
-  -c "\copy before from '$WORK/functions-before.csv' csv" -c "
-  select a.funcname, a.calls - coalesce(b.calls, 0),
-    round(((a.total_time - coalesce(b.total_time, 0)) * 1000 / (a.calls - coalesce(b.calls, 0)))::numeric, 1),
-    round(((a.self_time - coalesce(b.self_time, 0)) * 1000 / (a.calls - coalesce(b.calls, 0)))::numeric, 1)
-  from ($FUNCTIONS) a left join before b using (funcname)
-  where a.calls > coalesce(b.calls, 0)
-  order by a.total_time - coalesce(b.total_time, 0) desc" |
-  awk -F'|' '{ printf "| `%s` | %s | %s | %s |\n", $1, $2, $3, $4 }'
-echo
+functions_per_call() { # seconds of begin + complete at 1 client with track_functions on -> table rows
+  q -c "\\copy ($FUNCTIONS) to '$WORK/functions-before.csv' csv"
+  PGOPTIONS='-c track_functions=all' "$PGBENCH" -n -M prepared -c 1 -T "$1" -f "$WORK/claim.sql" -D body="$BODY" \
+    "$URL" >/dev/null 2>&1
+  sleep 1.5 # the backend's statistics reach the shared counters
+  q -F '|' -c "create temp table before (funcname name, calls bigint, total_time float8, self_time float8)" \
+    -c "\\copy before from '$WORK/functions-before.csv' csv" -c "
+    select a.funcname, a.calls - coalesce(b.calls, 0),
+      round(((a.total_time - coalesce(b.total_time, 0)) * 1000 / (a.calls - coalesce(b.calls, 0)))::numeric, 1),
+      round(((a.self_time - coalesce(b.self_time, 0)) * 1000 / (a.calls - coalesce(b.calls, 0)))::numeric, 1)
+    from ($FUNCTIONS) a left join before b using (funcname)
+    where a.calls > coalesce(b.calls, 0)
+    order by a.total_time - coalesce(b.total_time, 0) desc" |
+    awk -F'|' '{ printf "| `%s` | %s | %s | %s |\n", $1, $2, $3, $4 }'
+}
 # The claim's insert and the completion's update as idempotency_begin and idempotency_complete write them, each
 # explained 30 times in a transaction that is rolled back: the statement's time and its triggers' share.
-explain_json() { # sql -> one line of JSON per run
-  for _ in $(seq 30); do
-    echo "begin;"
-    echo "explain (analyze, format json) $1;"
-    echo "rollback;"
-  done | q | grep -v '^\(BEGIN\|ROLLBACK\)$' | tr -d '\n' | sed 's/\]\[/]\n[/g'
+explain_json() { # sql [option, ...] [setup sql, committed first in the same session] -> one line of JSON per run
+  {
+    [ -z "${3:-}" ] || echo "$3;"
+    for _ in $(seq 30); do
+      echo "begin;"
+      echo "explain (analyze, ${2:-}format json) $1;"
+      echo "rollback;"
+    done
+  } | q | tr -d '\n' | sed 's/\]\[/]\n[/g'
   echo
 }
-KEY="'stc-explain-' || gen_random_uuid()"
-INSERT="insert into public.idempotency_keys (idempotency_key, user_id, function_name, request_fingerprint, status,
-  locked_until, lease_token, created_at, started_at, expires_at, purge_after)
-  values ($KEY, null, 'process-document', repeat('a', 64), 'processing', now() + interval '30 seconds',
-  gen_random_uuid(), now(), now(), now() + interval '1 day', now() + interval '1 day')"
-KEY_ID=$(q -c "$INSERT returning id") # a key in processing for the completions below
-COMPLETE="update public.idempotency_keys set status = 'completed', status_code = 201, response = '$BODY'::bytea,
-  response_encoding = 'gzip', response_headers = '{\"content-type\": \"application/json\"}', locked_until = null,
-  lease_token = null, completed_at = now(), expires_at = now() + interval '1 day'
-  where id = '$KEY_ID'"
-summarise() { # label < JSON lines
+explained() { # label < JSON lines -> one table row with medians
   node -e '
-    const lines = require("fs").readFileSync(0, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)[0]);
-    const med = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
-    const total = med(lines.map((p) => p["Execution Time"]));
-    const names = [...new Set(lines.flatMap((p) => (p.Triggers ?? []).map((t) => t["Trigger Name"])))];
-    const parts = names.map((n) => `${n} ${med(lines.map((p) => (p.Triggers ?? []).find((t) => t["Trigger Name"] === n)?.Time ?? 0)).toFixed(3)} ms`);
+    const plans = require("fs").readFileSync(0, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)[0]);
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+    const total = median(plans.map((p) => p["Execution Time"]));
+    const names = [...new Set(plans.flatMap((p) => (p.Triggers ?? []).map((t) => t["Trigger Name"])))]
+      .filter((n) => !n.startsWith("RI_"));
+    const parts = names.map((n) =>
+      `${n} ${median(plans.map((p) => (p.Triggers ?? []).find((t) => t["Trigger Name"] === n)?.Time ?? 0)).toFixed(3)}`);
     console.log(`| ${process.argv[1]} | ${total.toFixed(3)} | ${parts.join(", ") || "none"} |`);
   ' "$1"
 }
-echo "EXPLAIN ANALYZE, median of 30 (each rolled back):"
+explained_wal() { # label < JSON lines of EXPLAIN (ANALYZE, WAL) -> one table row with medians
+  node -e '
+    const plans = require("fs").readFileSync(0, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)[0]);
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+    const wal = (p, k) => p.Plan[k] ?? 0;
+    console.log(`| ${process.argv[1]} | ${median(plans.map((p) => p["Execution Time"])).toFixed(3)} | ` +
+      `${median(plans.map((p) => wal(p, "WAL Records")))} | ${median(plans.map((p) => wal(p, "WAL Bytes")))} |`);
+  ' "$1"
+}
+INSERT="insert into public.idempotency_keys (idempotency_key, user_id, function_name, request_fingerprint, status,
+  locked_until, lease_token, created_at, started_at, expires_at, purge_after)
+  values ('stc-explain-' || gen_random_uuid(), null, 'process-document', repeat('a', 64), 'processing',
+  now() + interval '30 seconds', gen_random_uuid(), now(), now(), now() + interval '1 day', now() + interval '1 day')"
+echo "### Where the time goes"
 echo
-echo "| statement | execution ms | triggers |"
-echo "| --- | --- | --- |"
-explain_json "$INSERT" | summarise "the claim's insert"
-explain_json "$COMPLETE" | summarise "the completion's update"
-q -c "delete from public.idempotency_keys where id = '$KEY_ID'"
+for s in released current; do
+  setting "$s"
+  KEY_ID=$(q -c "$INSERT returning id") # a key in processing for the completions below
+  COMPLETE="update public.idempotency_keys set status = 'completed', status_code = 201, response = '$BODY'::bytea,
+    response_encoding = 'gzip', response_headers = '{\"content-type\": \"application/json\"}', locked_until = null,
+    lease_token = null, completed_at = now(), expires_at = now() + interval '1 day' where id = '$KEY_ID'"
+  echo "Statistics **$s**. Per call, from \`track_functions = all\` over 10 s of begin + complete at 1 client (self: without the tracked functions it calls):"
+  echo
+  echo "| function | calls | total µs per call | self µs per call |"
+  echo "| --- | --- | --- | --- |"
+  functions_per_call 10
+  echo
+  echo "EXPLAIN ANALYZE, median of 30 runs, each rolled back (ms):"
+  echo
+  echo "| statement | execution | of which the statistics trigger |"
+  echo "| --- | --- | --- |"
+  explain_json "$INSERT" | explained "the claim's insert"
+  explain_json "$COMPLETE" | explained "the completion's update"
+  q -c "delete from public.idempotency_keys where id = '$KEY_ID'"
+  echo
+done
+setting current
+# what the trigger body runs per change, each statement alone (a claim makes one upsert and one open key, its
+# completion one upsert and one delete of the open key); the released helper as the trigger called it
+MINUTE="date_bin('1 minute', now() + interval '1 day', timestamptz '2000-01-01 00:00+00')"
+UPSERT="insert into public.idempotency_stats_counters as c (function_name, expiry_minute, shard, keys, processing,
+  failed, replays, retried, oldest_created_at, newest_created_at)
+  values ('process-document', $MINUTE, pg_backend_pid(), 0, 0, 0, 0, 0, null, null)
+  on conflict (function_name, expiry_minute, shard) do update set keys = c.keys + excluded.keys,
+  processing = c.processing + excluded.processing, failed = c.failed + excluded.failed,
+  replays = c.replays + excluded.replays, retried = c.retried + excluded.retried,
+  oldest_created_at = least(c.oldest_created_at, excluded.oldest_created_at),
+  newest_created_at = greatest(c.newest_created_at, excluded.newest_created_at)"
+OPEN_ID=$(q -c "insert into public.idempotency_open_keys (record_id, function_name, status, locked_until)
+  values (gen_random_uuid(), 'process-document', 'processing', now() + interval '30 seconds') returning record_id")
+echo "The statistics trigger's statements, each alone: EXPLAIN (ANALYZE, WAL), median of 30 runs, each rolled back:"
+echo
+echo "| statement | execution ms | WAL records | WAL bytes |"
+echo "| --- | --- | --- | --- |"
+# (zeros: the row this session's explains update exists, and the counts stay right)
+explain_json "$UPSERT" "wal, " "$UPSERT" | explained_wal "counter upsert (the writer's own row)"
+explain_json "insert into public.idempotency_open_keys (record_id, function_name, status, locked_until)
+  values (gen_random_uuid(), 'process-document', 'processing', now() + interval '30 seconds')" "wal, " |
+  explained_wal "open key insert (claim)"
+explain_json "delete from public.idempotency_open_keys where record_id = '$OPEN_ID'" "wal, " |
+  explained_wal "open key delete (completion)"
+setting released
+STATS_ADD="select public.idempotency_stats_add('process-document', now() + interval '1 day', 0, 0, 0, 0, 0, null)"
+explain_json "$STATS_ADD" "wal, " "$STATS_ADD" |
+  explained_wal "released: the same upsert through idempotency_stats_add (pid % 16)"
+setting current
+q -c "delete from public.idempotency_open_keys where record_id = '$OPEN_ID'" \
+  -c "select public.idempotency_stats_compact()" >/dev/null
 echo
 
 # --- 3. the view with writers' rows not folded yet ------------------------------------------------------------
@@ -177,17 +248,17 @@ view_ms() {
   { echo '\timing on'; for _ in 1 2 3 4 5; do echo 'select * from public.v_idempotency_stats;'; done; } |
     psql -X -q "$URL" -o /dev/null 2>&1 | sed -nE 's/^Time: ([0-9.]+) ms.*/\1/p' | median
 }
-writer_rows() { q -c "select count(*) from public.idempotency_stats_counters where shard <> 0"; }
-echo "### v_idempotency_stats with writers' rows not yet folded (median of 5)"
+counter_rows() { q -c "select count(*) || ' (' || count(*) filter (where shard <> 0) || ')' from public.idempotency_stats_counters"; }
+echo "### v_idempotency_stats with writers' rows not yet folded (median of 5 runs in one session)"
 echo
 q -c "select public.idempotency_stats_compact()" >/dev/null
 echo "| counters | rows (of which writers') | view ms |"
 echo "| --- | --- | --- |"
-echo "| folded | $(q -c "select count(*) from public.idempotency_stats_counters") ($(writer_rows)) | $(view_ms) |"
+echo "| folded | $(counter_rows) | $(view_ms) |"
 read -r tps _ <<<"$(pgb view-claims 8 "$VIEW_SECONDS" claim.sql)"
-echo "| after $VIEW_SECONDS s of begin + complete at 8 clients ($tps/s) | $(q -c "select count(*) from public.idempotency_stats_counters") ($(writer_rows)) | $(view_ms) |"
+echo "| after $VIEW_SECONDS s of begin + complete at 8 clients ($tps/s) | $(counter_rows) | $(view_ms) |"
 read -r tps _ <<<"$(pgb view-replays 8 "$VIEW_SECONDS" replay.sql)"
-echo "| then $VIEW_SECONDS s of replays of keys from the last 24 h at 8 clients ($tps/s) | $(q -c "select count(*) from public.idempotency_stats_counters") ($(writer_rows)) | $(view_ms) |"
+echo "| then $VIEW_SECONDS s of replays of keys from the last 24 h at 8 clients ($tps/s) | $(counter_rows) | $(view_ms) |"
 q -c "select public.idempotency_stats_compact()" >/dev/null
-echo "| folded again | $(q -c "select count(*) from public.idempotency_stats_counters") ($(writer_rows)) | $(view_ms) |"
+echo "| folded again | $(counter_rows) | $(view_ms) |"
 echo

@@ -1,11 +1,12 @@
 -- The request path counts into rows of its own: every change a claim, completion, failure, replay, takeover or
 -- deletion makes to idempotency_stats_counters lands in rows whose shard is the writer's backend pid, so no
 -- writer ever waits for another's counter row, and the folded rows (shard 0) are left alone until the cleanup
--- job's fold (idempotency_stats_compact) moves the writers' rows into them. (Checked on this file's function
--- only: the cleanup job may fold other rows meanwhile.)
+-- job's fold (idempotency_stats_compact) moves the writers' rows into them. Replays count per function (one
+-- row at expiry_minute -infinity), so a writer has a few rows whatever the keys it replays. (Checked on this
+-- file's function only: the cleanup job may fold other rows meanwhile.)
 begin;
 set local search_path = public, extensions;
-select plan(6);
+select plan(7);
 
 create function pg_temp.begin_key(p_key text)
 returns table (record_id uuid, lease_token uuid)
@@ -50,6 +51,21 @@ select set_eq($$select * from writer_rows where shard = 0$$, $$select * from fol
 
 select public.idempotency_stats_compact();
 select is((select array_agg(distinct shard) from writer_rows), array[0], 'a fold moves them into shard 0');
+
+-- replays of completed keys that expire in 30 different minutes: one row, the function's
+insert into public.idempotency_keys (idempotency_key, function_name, request_fingerprint, status, status_code,
+  completed_at, expires_at)
+select format('pgtap-writer-old-%s', i), 'pgtap-writer', repeat('6', 64), 'completed', 200, now(),
+  now() + make_interval(hours => 1, mins => i)
+from generate_series(1, 30) i;
+select public.idempotency_stats_compact();
+select public.idempotency_begin(format('pgtap-writer-old-%s', i), null, 'pgtap-writer', repeat('6', 64))
+from generate_series(1, 30) i;
+select results_eq(
+  $$select expiry_minute, replays from writer_rows where shard = pg_backend_pid()$$,
+  $$values ('-infinity'::timestamptz, 30::bigint)$$,
+  'replays of keys of 30 minutes of first expiry count into one row of this backend''s: the function''s'
+);
 
 select * from finish();
 rollback;
