@@ -2,12 +2,13 @@
 # What the statistics cost on the claim path, measured in one run on the durable cluster
 # (scripts/scale/cluster.sh, filled by scripts/scale/fill.sh), printed as Markdown for docs/scaling.md:
 #   1. pgbench calling the store's SQL (-M prepared): begin + complete of new keys, each committed on its own,
-#      at 1 and 8 clients, under three settings in turn for ROUNDS rounds of DURATION s:
+#      at 1 and 8 clients, under three settings in turn, after a warm-up, for ROUNDS rounds of DURATION s:
 #        current   the counter triggers as the migrations leave them
 #        released  the trigger function of 20261130000300 (its helper idempotency_stats_add, shard pid % 16)
 #        off       the two counter triggers disabled: no statistics at all
-#      per setting the median over rounds of transactions/s, p50 and p99, the ratios to "off", and WAL bytes
-#      per begin + complete
+#      per setting p50 and p99 over all its transactions, the median over rounds of transactions/s, WAL bytes
+#      per begin + complete, and the ratios to "off"; then the database backend's CPU time per begin + complete
+#      (/proc/self/schedstat, read by the session itself), which other developers' jobs disturb far less
 #   2. where the time goes, for "released" and "current": calls and time per call of the functions involved
 #      (track_functions), and EXPLAIN ANALYZE of the claim's insert and the completion's update with their
 #      triggers' share
@@ -17,12 +18,12 @@
 # The other settings' functions are taken from the released migration files, which never change. The cleanup
 # job is paused while this runs and resumed after; the current functions are put back and the counters
 # rebuilt at the end (the runs with the triggers disabled counted nothing).
-# ROUNDS (default 3), DURATION (s, default 20), VIEW_SECONDS (default 60).
+# ROUNDS (default 8), DURATION (s, default 8), VIEW_SECONDS (default 60).
 set -euo pipefail
 source "$(dirname "$0")/../lib/env.sh"
 URL="$("$ROOT/scripts/scale/cluster.sh" url)"
-ROUNDS="${ROUNDS:-3}"
-DURATION="${DURATION:-20}"
+ROUNDS="${ROUNDS:-8}"
+DURATION="${DURATION:-8}"
 VIEW_SECONDS="${VIEW_SECONDS:-60}"
 WORK="${WORK:-/work/scale-db/stats-cost}"
 PGBENCH="$PG_BIN/pgbench"
@@ -83,7 +84,7 @@ select outcome from public.idempotency_begin(md5(:i::text || '-key')::uuid::text
 SQL
 LO=$((ROWS / 200 + 1)) HI=$((ROWS / 100 - 2))
 
-pgb() { # name clients seconds script -> "tps p50 p99 transactions wal_per_transaction" (ms)
+pgb() { # name clients seconds script -> "tps p50 p99 transactions wal_bytes" (ms)
   local name=$1 clients=$2 seconds=$3 script=$4 wal0 tps wal
   wal0=$(q -c "select pg_current_wal_insert_lsn()")
   tps=$("$PGBENCH" -n -M prepared -c "$clients" -j "$((clients < 2 ? clients : 2))" -T "$seconds" \
@@ -91,17 +92,26 @@ pgb() { # name clients seconds script -> "tps p50 p99 transactions wal_per_trans
     sed -nE 's/^tps = ([0-9.]+).*/\1/p')
   wal=$(q -c "select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$wal0')")
   cat "$WORK/$name".* | awk '{ print $3 }' | sort -n | awk -v tps="$tps" -v wal="$wal" '{ a[NR] = $1 } END {
-    printf "%.1f %.3f %.3f %d %.0f\n", tps, a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99)] / 1000, NR, wal / NR }'
+    printf "%.1f %.3f %.3f %d %.0f\n", tps, a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99)] / 1000, NR, wal }'
 }
-figure() { cut -d' ' -f"$3" "$WORK/runs-$1-$2" | median; } # setting clients field
+pooled() { # setting clients -> "p50 p99" over every transaction of the setting's rounds (ms)
+  cat "$WORK/$1-$2-"*.* | awk '{ print $3 }' | sort -n |
+    awk '{ a[NR] = $1 } END { printf "%.3f %.3f\n", a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99)] / 1000 }'
+}
+figure() { # setting clients -> "tps p50 p99 wal_per_transaction"
+  local f="$WORK/runs-$1-$2"
+  echo "$(cut -d' ' -f1 "$f" | median) $(pooled "$1" "$2") $(awk '{ n += $4; w += $5 } END { printf "%.0f", w / n }' "$f")"
+}
 
 SETTINGS=(current released off)
 echo "### begin + complete: the statistics now, as released, and none"
 echo
-echo "$ROUNDS rounds of $DURATION s per setting and client count, the settings in turn (each round starts with the next one); each figure is the median over the rounds."
+echo "After 20 s of warm-up, $ROUNDS rounds of $DURATION s per setting and client count, the settings in turn (each round starts with the next one). p50 and p99 over all of a setting's transactions; transactions/s: the median over its rounds."
 echo
 echo "| clients | statistics | transactions/s | p50 ms | p99 ms | WAL bytes per begin + complete |"
 echo "| --- | --- | --- | --- | --- | --- |"
+setting current
+pgb warm-up 8 20 claim.sql >/dev/null
 for clients in 1 8; do
   for ((round = 0; round < ROUNDS; round++)); do
     for ((k = 0; k < ${#SETTINGS[@]}; k++)); do
@@ -111,7 +121,24 @@ for clients in 1 8; do
     done
   done
   for s in "${SETTINGS[@]}"; do
-    echo "| $clients | $s | $(figure "$s" "$clients" 1) | $(figure "$s" "$clients" 2) | $(figure "$s" "$clients" 3) | $(figure "$s" "$clients" 5) |"
+    read -r tps p50 p99 wal <<<"$(figure "$s" "$clients")"
+    echo "| $clients | $s | $tps | $p50 | $p99 | $wal |"
+  done
+done
+# the session's own CPU time per begin + complete, as PostgresStore sends them (one client, each committed)
+{
+  echo "select split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint as t0 \\gset"
+  for ((i = 0; i < 500; i++)); do
+    echo "select record_id, lease_token from public.idempotency_begin('stc-cpu-' || gen_random_uuid(), null, 'process-document', repeat('b', 64), 86400, 30) \\gset"
+    echo "select public.idempotency_complete(:'record_id'::uuid, :'lease_token'::uuid, 201, '$BODY'::bytea, 'gzip', '{}'::jsonb) \\g /dev/null"
+  done
+  echo "select round((split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint - :t0) / 500000.0, 1);"
+} >"$WORK/cpu.sql"
+for ((round = 0; round < ROUNDS; round++)); do
+  for ((k = 0; k < ${#SETTINGS[@]}; k++)); do
+    s=${SETTINGS[(round + k) % ${#SETTINGS[@]}]}
+    setting "$s"
+    q -f "$WORK/cpu.sql" >>"$WORK/cpu-$s"
   done
 done
 setting current
@@ -120,13 +147,26 @@ echo
 echo "| clients | statistics | p50 / off | p99 / off | transactions/s / off |"
 echo "| --- | --- | --- | --- | --- |"
 for clients in 1 8; do
+  read -r off_tps off_p50 off_p99 _ <<<"$(figure off "$clients")"
   for s in current released; do
-    ratio() { awk -v a="$(figure "$s" "$clients" "$1")" -v b="$(figure off "$clients" "$1")" 'BEGIN { printf "%.2f", a / b }'; }
-    echo "| $clients | $s | $(ratio 2) | $(ratio 3) | $(ratio 1) |"
+    read -r tps p50 p99 _ <<<"$(figure "$s" "$clients")"
+    echo "| $clients | $s | $(awk -v a="$p50" -v b="$off_p50" 'BEGIN { printf "%.2f", a / b }') |" \
+      "$(awk -v a="$p99" -v b="$off_p99" 'BEGIN { printf "%.2f", a / b }') |" \
+      "$(awk -v a="$tps" -v b="$off_tps" 'BEGIN { printf "%.2f", a / b }') |"
   done
 done
 echo
-echo "Every run (transactions/s, p50, p99, transactions, WAL per transaction):"
+cpu_off=$(median <"$WORK/cpu-off")
+echo "The database backend's CPU time per begin + complete ($ROUNDS rounds of 500 at 1 client, the settings in turn; median, and every round):"
+echo
+echo "| statistics | CPU µs per begin + complete | above off | rounds |"
+echo "| --- | --- | --- | --- |"
+for s in "${SETTINGS[@]}"; do
+  cpu=$(median <"$WORK/cpu-$s")
+  echo "| $s | $cpu | $(awk -v a="$cpu" -v b="$cpu_off" 'BEGIN { printf "%+.0f (%+.0f %%)", a - b, 100 * (a - b) / b }') | $(sort -n "$WORK/cpu-$s" | paste -sd' ') |"
+done
+echo
+echo "Every run (transactions/s, p50 ms, p99 ms, transactions, WAL bytes):"
 echo
 for f in "$WORK"/runs-*; do echo "- $(basename "$f" | sed 's/^runs-//'): $(paste -sd';' "$f" | sed 's/;/; /g')"; done
 echo
