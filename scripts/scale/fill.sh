@@ -15,7 +15,7 @@ CHUNK=1000000
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 
 say "fill: $ROWS keys into $URL"
-q -c "truncate public.idempotency_steps, public.idempotency_keys" -c "
+q -c "truncate public.idempotency_keys cascade" -c "
   insert into auth.users (id, email)
   select md5('scale-user-' || j)::uuid, 'scale-' || j || '@example.com' from generate_series(0, 999) j
   on conflict do nothing"

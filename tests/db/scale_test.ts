@@ -4,7 +4,9 @@
  *   1. completions are HOT updates: 8 connections claim and complete 2,000 keys, each call its own
  *      transaction as PostgresStore makes them; pg_stat_user_tables counts at least 90 % of the updates HOT;
  *   2. the counters stay right under concurrency: the same 8 connections then replay, fail, take over and
- *      renew leases at once, and v_idempotency_stats equals a count of the table, function by function;
+ *      renew leases at once, while two more fold the writers' counter rows (the cron job's
+ *      idempotency_stats_compact) and delete expired keys (its cleanup batches) over and over; then
+ *      v_idempotency_stats equals a count of the table, function by function, before and after a last fold;
  *   3. cleanup commits batch by batch: the every-minute cron block, with batches of 500, fails in its third
  *      batch (a trigger refuses one key), and the two batches before it stay deleted, which one transaction
  *      would have rolled back; run again, it deletes the rest.
@@ -19,6 +21,7 @@ const DB_URL = Deno.env.get("SUPABASE_DB_URL") ?? Deno.env.get("DB_URL") ??
   "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
 const CONNECTIONS = 8;
 const KEYS = 2000;
+const EXPIRED = 2000;
 const run = crypto.randomUUID().slice(0, 8);
 const FN = [`scale-a-${run}`, `scale-b-${run}`];
 const FINGERPRINT = "9".repeat(64);
@@ -75,34 +78,69 @@ Deno.test("scale: HOT completions, counters under concurrency, cleanup that comm
     });
 
     await t.step(
-      "2. under concurrent replays, failures, takeovers and renewals the view equals the table",
+      "2. under concurrent replays, failures, takeovers, renewals, folds and cleanup the view equals the table",
       async () => {
-        await concurrently(sql, async (db, worker) => {
-          for (let i = worker; i < KEYS / 2; i += CONNECTIONS) {
-            const key = `k-${run}-${i}`;
-            // a replay of a completed key
-            await db`select outcome from public.idempotency_begin(${key}, null, ${FN[
-              i % 2
-            ]!}, ${FINGERPRINT})`;
-            // a new key that fails, then is taken over, and a new key whose lease is renewed
-            const [f] = await db`select record_id, lease_token from public.idempotency_begin(
-            ${`f-${run}-${i}`}, null, ${FN[i % 2]!}, ${FINGERPRINT})`;
-            await db`select public.idempotency_fail(${f!.record_id}, ${f!.lease_token}, 'boom', 500)`;
-            if (i % 3 === 0) {
-              await db`select public.idempotency_begin(${`f-${run}-${i}`}, null, ${FN[
+        // the minute's cleanup run must not take the expired keys below before the workers start
+        const [job] =
+          await sql`select jobid from cron.job where jobname = 'cleanup-expired-idempotency-keys'`;
+        await sql`select cron.alter_job(${job!.jobid}, active => false)`;
+        // keys that expired a day ago, for the cleanup batches to delete while the workers run
+        await sql`insert into public.idempotency_keys (idempotency_key, function_name, request_fingerprint,
+            status, status_code, completed_at, created_at, started_at, expires_at)
+          select format('e-%s-%s', ${run}::text, i), ${FN[0]!}, ${FINGERPRINT}, 'completed', 200,
+            now() - interval '1 day', now() - interval '2 days', now() - interval '2 days', now() - interval '1 day'
+          from generate_series(1, ${EXPIRED}) i`;
+        let running = true;
+        const folding = (async () => {
+          let folds = 0;
+          for (; running; folds++) await sql`select public.idempotency_stats_compact()`;
+          return folds;
+        })();
+        const cleaning = (async () => {
+          let deleted = 0;
+          while (running) {
+            const [batch] = await sql`select deleted from public.idempotency_cleanup_batch(50)`;
+            deleted += batch!.deleted as number;
+          }
+          return deleted;
+        })();
+        let folds = 0, deleted = 0;
+        try {
+          await concurrently(sql, async (db, worker) => {
+            for (let i = worker; i < KEYS / 2; i += CONNECTIONS) {
+              const key = `k-${run}-${i}`;
+              // a replay of a completed key
+              await db`select outcome from public.idempotency_begin(${key}, null, ${FN[
                 i % 2
               ]!}, ${FINGERPRINT})`;
-            }
-            const [p] = await db`select record_id, lease_token from public.idempotency_begin(
+              // a new key that fails, then is taken over, and a new key whose lease is renewed
+              const [f] = await db`select record_id, lease_token from public.idempotency_begin(
+            ${`f-${run}-${i}`}, null, ${FN[i % 2]!}, ${FINGERPRINT})`;
+              await db`select public.idempotency_fail(${f!.record_id}, ${f!.lease_token}, 'boom', 500)`;
+              if (i % 3 === 0) {
+                await db`select public.idempotency_begin(${`f-${run}-${i}`}, null, ${FN[
+                  i % 2
+                ]!}, ${FINGERPRINT})`;
+              }
+              const [p] = await db`select record_id, lease_token from public.idempotency_begin(
             ${`p-${run}-${i}`}, null, ${FN[i % 2]!}, ${FINGERPRINT})`;
-            await db`select public.idempotency_extend_lease(${p!.record_id}, ${p!.lease_token}, 120)`;
-          }
-        });
-        const shown = await sql.unsafe(
-          `select function_name, ${VIEW_COLUMNS} from public.v_idempotency_stats
+              await db`select public.idempotency_extend_lease(${p!.record_id}, ${p!.lease_token}, 120)`;
+            }
+          });
+        } finally {
+          running = false;
+          [folds, deleted] = await Promise.all([folding, cleaning]);
+          await sql`select cron.alter_job(${job!.jobid}, active => true)`;
+        }
+        console.log(`during the workers' run: ${folds} folds, ${deleted} expired keys deleted`);
+        assert.ok(folds > 1, "the counters were folded while the workers wrote");
+        assert.ok(deleted > 0, "expired keys were deleted while the workers wrote");
+        const shown = () =>
+          sql.unsafe(
+            `select function_name, ${VIEW_COLUMNS} from public.v_idempotency_stats
         where function_name = any($1) order by function_name`,
-          [FN],
-        );
+            [FN],
+          );
         const exact = await sql.unsafe(
           `select function_name, count(*)::bigint as total,
           count(*) filter (where status = 'processing') as processing,
@@ -116,9 +154,12 @@ Deno.test("scale: HOT completions, counters under concurrency, cleanup that comm
         from public.idempotency_keys where function_name = any($1) group by function_name order by function_name`,
           [FN],
         );
-        assert.equal(shown.length, 2);
-        assert.deepEqual(shown, exact);
-        assert.equal(Number(shown[0]!.replays) + Number(shown[1]!.replays), KEYS / 2);
+        const before = await shown();
+        assert.equal(before.length, 2);
+        assert.deepEqual(before, exact);
+        assert.equal(Number(before[0]!.replays) + Number(before[1]!.replays), KEYS / 2);
+        await sql`select public.idempotency_stats_compact()`;
+        assert.deepEqual(await shown(), exact, "and after a last fold");
       },
     );
 
