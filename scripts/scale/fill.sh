@@ -12,10 +12,20 @@ source "$(dirname "$0")/../lib/env.sh"
 URL="$("$ROOT/scripts/scale/cluster.sh" url)"
 ROWS="${ROWS:-10000000}"
 CHUNK=1000000
+# FILL_FROM / FILL_TO write only rows [FROM, TO) of the ROWS, keeping those already there when FROM > 0 (to add
+# back a range, e.g. the expired half)
+FILL_FROM="${FILL_FROM:-0}"
+FILL_TO="${FILL_TO:-$ROWS}"
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 
 say "fill: $ROWS keys into $URL"
-q -c "truncate public.idempotency_keys cascade" -c "
+# the every-minute cleanup would delete the expired half while it is being written: paused until the end
+q -c "select cron.alter_job(jobid, active => false) from cron.job
+  where jobname = 'cleanup-expired-idempotency-keys'" >/dev/null
+trap 'q -c "select cron.alter_job(jobid, active => true) from cron.job
+  where jobname = '"'"'cleanup-expired-idempotency-keys'"'"'" >/dev/null' EXIT
+[ "$FILL_FROM" -eq 0 ] && q -c "truncate public.idempotency_keys cascade"
+q -c "
   insert into auth.users (id, email)
   select md5('scale-user-' || j)::uuid, 'scale-' || j || '@example.com' from generate_series(0, 999) j
   on conflict do nothing"
@@ -25,8 +35,8 @@ node "$ROOT/scripts/scale/bodies.mjs" 1000 | awk '{ print NR - 1 "\t" $0 }' |
   q -c "copy public.scale_bodies (i, body) from stdin"
 
 start=$(date +%s)
-for ((lo = 0; lo < ROWS; lo += CHUNK)); do
-  hi=$((lo + CHUNK < ROWS ? lo + CHUNK : ROWS))
+for ((lo = FILL_FROM; lo < FILL_TO; lo += CHUNK)); do
+  hi=$((lo + CHUNK < FILL_TO ? lo + CHUNK : FILL_TO))
   q -c "set session_replication_role = replica" -c "
   insert into public.idempotency_keys (
     id, idempotency_key, user_id, function_name, request_fingerprint, status, response, response_encoding,
