@@ -6,8 +6,8 @@
 #        current   the counter triggers as the migrations leave them
 #        released  the trigger function of 20261130000300 (its helper idempotency_stats_add, shard pid % 16)
 #        off       the two counter triggers disabled: no statistics at all
-#      per setting p50 and p99 over all its transactions, the median over rounds of transactions/s, WAL bytes
-#      per begin + complete, and the ratios to "off"; then the database backend's CPU time per begin + complete
+#      per setting p50 and p99 over all its transactions, the median over rounds of transactions/s and of WAL
+#      bytes per begin + complete, and the ratios to "off"; then the database backend's CPU time per begin + complete
 #      (/proc/self/schedstat, read by the session itself), which other developers' jobs disturb far less
 #   2. where the time goes, for "released" and "current": calls and time per call of the functions involved
 #      (track_functions), and EXPLAIN ANALYZE of the claim's insert and the completion's update with their
@@ -98,15 +98,15 @@ pooled() { # setting clients -> "p50 p99" over every transaction of the setting'
   cat "$WORK/$1-$2-"*.* | awk '{ print $3 }' | sort -n |
     awk '{ a[NR] = $1 } END { printf "%.3f %.3f\n", a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99)] / 1000 }'
 }
-figure() { # setting clients -> "tps p50 p99 wal_per_transaction"
+figure() { # setting clients -> "tps p50 p99 wal_per_transaction" (medians over rounds but for the pooled p50, p99)
   local f="$WORK/runs-$1-$2"
-  echo "$(cut -d' ' -f1 "$f" | median) $(pooled "$1" "$2") $(awk '{ n += $4; w += $5 } END { printf "%.0f", w / n }' "$f")"
+  echo "$(cut -d' ' -f1 "$f" | median) $(pooled "$1" "$2") $(awk '{ printf "%.0f\n", $5 / $4 }' "$f" | median)"
 }
 
 SETTINGS=(current released off)
 echo "### begin + complete: the statistics now, as released, and none"
 echo
-echo "After 20 s of warm-up, $ROUNDS rounds of $DURATION s per setting and client count, the settings in turn (each round starts with the next one). p50 and p99 over all of a setting's transactions; transactions/s: the median over its rounds."
+echo "After 20 s of warm-up, $ROUNDS rounds of $DURATION s per setting and client count, the settings in turn (each round starts with the next one). p50 and p99 over all of a setting's transactions; transactions/s and WAL: the median over its rounds (a round just after a checkpoint writes full-page images: several KB per transaction)."
 echo
 echo "| clients | statistics | transactions/s | p50 ms | p99 ms | WAL bytes per begin + complete |"
 echo "| --- | --- | --- | --- | --- | --- |"
@@ -222,10 +222,17 @@ explained_wal() { # label < JSON lines of EXPLAIN (ANALYZE, WAL) -> one table ro
       `${median(plans.map((p) => wal(p, "WAL Records")))} | ${median(plans.map((p) => wal(p, "WAL Bytes")))} |`);
   ' "$1"
 }
-INSERT="insert into public.idempotency_keys (idempotency_key, user_id, function_name, request_fingerprint, status,
+insert_sql() { # key expression -> the claim's insert, as idempotency_begin writes it
+  echo "insert into public.idempotency_keys (idempotency_key, user_id, function_name, request_fingerprint, status,
   locked_until, lease_token, created_at, started_at, expires_at, purge_after)
-  values ('stc-explain-' || gen_random_uuid(), null, 'process-document', repeat('a', 64), 'processing',
-  now() + interval '30 seconds', gen_random_uuid(), now(), now(), now() + interval '1 day', now() + interval '1 day')"
+  values ($1, null, 'process-document', repeat('a', 64), 'processing', now() + interval '30 seconds',
+  gen_random_uuid(), now(), now(), now() + interval '1 day', now() + interval '1 day')"
+}
+INSERT=$(insert_sql "'stc-explain-' || gen_random_uuid()")
+# a claim committed and deleted first, so that the session's counter rows exist, as they do for a backend that
+# has served requests before
+SETUP="$(insert_sql "'stc-explain-setup'"); delete from public.idempotency_keys
+  where idempotency_key = 'stc-explain-setup' and user_id is null"
 echo "### Where the time goes"
 echo
 for s in released current; do
@@ -244,14 +251,14 @@ for s in released current; do
   echo
   echo "| statement | execution | of which the statistics trigger |"
   echo "| --- | --- | --- |"
-  explain_json "$INSERT" | explained "the claim's insert"
-  explain_json "$COMPLETE" | explained "the completion's update"
+    explain_json "$INSERT" "" "$SETUP" | explained "the claim's insert"
+  explain_json "$COMPLETE" "" "$SETUP" | explained "the completion's update"
   q -c "delete from public.idempotency_keys where id = '$KEY_ID'"
   echo
 done
 setting current
-# what the trigger body runs per change, each statement alone (a claim makes one upsert and one open key, its
-# completion one upsert and one delete of the open key); the released helper as the trigger called it
+# what the trigger body runs per change, each statement alone (a claim adds to its counter row and inserts an
+# open key, its completion adds to the row and deletes the open key); the released helper as it was called
 MINUTE="date_bin('1 minute', now() + interval '1 day', timestamptz '2000-01-01 00:00+00')"
 UPSERT="insert into public.idempotency_stats_counters as c (function_name, expiry_minute, shard, keys, processing,
   failed, replays, retried, oldest_created_at, newest_created_at)
@@ -261,14 +268,19 @@ UPSERT="insert into public.idempotency_stats_counters as c (function_name, expir
   replays = c.replays + excluded.replays, retried = c.retried + excluded.retried,
   oldest_created_at = least(c.oldest_created_at, excluded.oldest_created_at),
   newest_created_at = greatest(c.newest_created_at, excluded.newest_created_at)"
+UPDATE="update public.idempotency_stats_counters c set keys = c.keys + 0, processing = c.processing - 1,
+  failed = c.failed + 0, retried = c.retried + 0, oldest_created_at = least(c.oldest_created_at, null),
+  newest_created_at = greatest(c.newest_created_at, null)
+  where c.function_name = 'process-document' and c.expiry_minute = $MINUTE and c.shard = pg_backend_pid()"
 OPEN_ID=$(q -c "insert into public.idempotency_open_keys (record_id, function_name, status, locked_until)
   values (gen_random_uuid(), 'process-document', 'processing', now() + interval '30 seconds') returning record_id")
 echo "The statistics trigger's statements, each alone: EXPLAIN (ANALYZE, WAL), median of 30 runs, each rolled back:"
 echo
 echo "| statement | execution ms | WAL records | WAL bytes |"
 echo "| --- | --- | --- | --- |"
-# (zeros: the row this session's explains update exists, and the counts stay right)
-explain_json "$UPSERT" "wal, " "$UPSERT" | explained_wal "counter upsert (the writer's own row)"
+# (the row this session's explains update is created first, with zeros, so the counts stay right)
+explain_json "$UPDATE" "wal, " "$UPSERT" | explained_wal "counter update (the writer's own row, as the trigger runs it)"
+explain_json "$UPSERT" "wal, " "$UPSERT" | explained_wal "the same as an upsert (as released, and as a new row's first write)"
 explain_json "insert into public.idempotency_open_keys (record_id, function_name, status, locked_until)
   values (gen_random_uuid(), 'process-document', 'processing', now() + interval '30 seconds')" "wal, " |
   explained_wal "open key insert (claim)"
