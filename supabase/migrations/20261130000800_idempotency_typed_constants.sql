@@ -1,0 +1,70 @@
+-- Typed constants in two cleanup functions, so that plpgsql_check (scripts/lint-sql.sh, what `supabase db lint`
+-- runs) finds nothing: an untyped `0` or `'-infinity'` assigned to a bigint or timestamptz variable is a cast
+-- at run time it warns about. The bodies are otherwise those of 20261130000300 and 20261130000400; an earlier
+-- commit had made this change by editing those released migrations, which is undone. Names, arguments,
+-- results, grants and comments stay as they are (`create or replace` keeps them).
+
+set local lock_timeout = '5s';
+set local statement_timeout = '1min';
+
+create or replace function public.cleanup_expired_idempotency_keys(
+  batch_size integer default 10000,
+  max_batches integer default 100
+)
+returns bigint
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_total bigint := 0::bigint;
+  v_batch record;
+  v_after timestamptz := '-infinity'::timestamptz;
+begin
+  if batch_size is null or batch_size < 1 then
+    raise exception 'batch_size must be at least 1, got %', batch_size using errcode = '22023';
+  end if;
+  for i in 1 .. greatest(coalesce(max_batches, 1), 1) loop
+    select * into v_batch from public.idempotency_cleanup_batch(batch_size, v_after);
+    v_total := v_total + v_batch.deleted;
+    exit when v_batch.examined < batch_size;
+    v_after := v_batch.last_purge_after;
+  end loop;
+  return v_total;
+end;
+$$;
+
+-- Expired records in batches, oldest first, skipping rows a concurrent claim holds; counted.
+create or replace function public.action_cleanup_expired(p_batch_size integer default 10000)
+returns bigint
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_total bigint := 0::bigint;
+  v_batch bigint;
+begin
+  if p_batch_size is null or p_batch_size < 1 then
+    raise exception 'batch size must be at least 1, got %', p_batch_size using errcode = '22023';
+  end if;
+  loop
+    with doomed as (
+      select r.action_key from public.action_records r
+      where r.expires_at <= now() and not (r.status = 'processing' and r.locked_until > now())
+      order by r.expires_at
+      limit p_batch_size
+      for update skip locked
+    )
+    delete from public.action_records r using doomed where r.action_key = doomed.action_key;
+    get diagnostics v_batch = row_count;
+    v_total := v_total + v_batch;
+    exit when v_batch < p_batch_size;
+  end loop;
+  if v_total > 0 then
+    perform public.action_count(p_expired => v_total);
+  end if;
+  return v_total;
+end;
+$$;
