@@ -13,6 +13,7 @@
 # ONLY_STATS=1 stops after section 2.
 set -euo pipefail
 source "$(dirname "$0")/../lib/env.sh"
+source "$(dirname "$0")/_workload.sh"
 URL="$("$ROOT/scripts/scale/cluster.sh" url)"
 DURATION="${DURATION:-30}"
 RATE="${RATE:-400}"
@@ -80,21 +81,7 @@ echo
 [ "${ONLY_STATS:-0}" = 1 ] && exit 0
 
 # --- 3. pgbench ---------------------------------------------------------------------------------------------
-BODY=$(node "$ROOT/scripts/scale/bodies.mjs" 1 2>/dev/null | sed 's/^\\\\/\\/')
-cat >"$WORK/claim.sql" <<'SQL'
-\set r random(1, 9000000000000000)
-\set u random(0, 1099)
-select record_id, lease_token from public.idempotency_begin('pgb-' || :r::text, case when :u >= 1000 then null else md5('scale-user-' || :u::text)::uuid end, 'process-document', md5(:r::text) || md5((:r::bigint + 1)::text), 86400, 30) \gset
-select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, 'br', '{"content-type": "application/json"}'::jsonb);
-SQL
-# completed keys created in the last 24 hours by fill.sh (i % 100 < 96, i >= ROWS / 2): replays
-cat >"$WORK/replay.sql" <<'SQL'
-\set j random(:lo, :hi)
-\set m random(0, 95)
-\set i :j * 100 + :m
-select outcome from public.idempotency_begin(md5(:i::text || '-key')::uuid::text, case when :i::bigint % 10 = 0 then null else md5('scale-user-' || (:i::bigint % 1000)::text)::uuid end, (array['process-document', 'start-training', 'generate-training-data'])[1 + :i::bigint % 3], md5(:i::text) || md5((:i::bigint + 1)::text), 86400, 30);
-SQL
-LO=$((ROWS / 200 + 1)) HI=$((ROWS / 100 - 2))
+write_workload "$WORK" pgb "$ROWS"
 
 updates() { q -c "select n_tup_upd || ' ' || n_tup_hot_upd from pg_stat_user_tables where relid = 'public.idempotency_keys'::regclass"; }
 latencies() { # log prefix [from_epoch_us to_epoch_us] -> "p50 p99" in ms

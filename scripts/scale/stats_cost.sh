@@ -21,6 +21,7 @@
 # ROUNDS (default 8), DURATION (s, default 8), VIEW_SECONDS (default 60).
 set -euo pipefail
 source "$(dirname "$0")/../lib/env.sh"
+source "$(dirname "$0")/_workload.sh"
 URL="$("$ROOT/scripts/scale/cluster.sh" url)"
 ROUNDS="${ROUNDS:-8}"
 DURATION="${DURATION:-8}"
@@ -68,21 +69,7 @@ echo "Machine: $(nproc) cores shared with other developers' work (load average $
 echo
 
 # --- 1. the three settings ------------------------------------------------------------------------------------
-BODY=$(node "$ROOT/scripts/scale/bodies.mjs" 1 2>/dev/null | sed 's/^\\\\/\\/')
-cat >"$WORK/claim.sql" <<'SQL'
-\set r random(1, 9000000000000000)
-\set u random(0, 1099)
-select record_id, lease_token from public.idempotency_begin('stc-' || :r::text, case when :u >= 1000 then null else md5('scale-user-' || :u::text)::uuid end, 'process-document', md5(:r::text) || md5((:r::bigint + 1)::text), 86400, 30) \gset
-select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, 'gzip', '{"content-type": "application/json"}'::jsonb);
-SQL
-# completed keys that fill.sh created in the last 24 hours (i % 100 < 96, i >= ROWS / 2), as measure.sh
-cat >"$WORK/replay.sql" <<'SQL'
-\set j random(:lo, :hi)
-\set m random(0, 95)
-\set i :j * 100 + :m
-select outcome from public.idempotency_begin(md5(:i::text || '-key')::uuid::text, case when :i::bigint % 10 = 0 then null else md5('scale-user-' || (:i::bigint % 1000)::text)::uuid end, (array['process-document', 'start-training', 'generate-training-data'])[1 + :i::bigint % 3], md5(:i::text) || md5((:i::bigint + 1)::text), 86400, 30);
-SQL
-LO=$((ROWS / 200 + 1)) HI=$((ROWS / 100 - 2))
+write_workload "$WORK" stc "$ROWS"
 
 pgb() { # name clients seconds script -> "tps p50 p99 transactions wal_bytes" (ms)
   local name=$1 clients=$2 seconds=$3 script=$4 wal0 tps wal
@@ -130,7 +117,7 @@ done
   echo "select split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint as t0 \\gset"
   for ((i = 0; i < 500; i++)); do
     echo "select record_id, lease_token from public.idempotency_begin('stc-cpu-' || gen_random_uuid(), null, 'process-document', repeat('b', 64), 86400, 30) \\gset"
-    echo "select public.idempotency_complete(:'record_id'::uuid, :'lease_token'::uuid, 201, '$BODY'::bytea, 'gzip', '{}'::jsonb) \\g /dev/null"
+    echo "select public.idempotency_complete(:'record_id'::uuid, :'lease_token'::uuid, 201, '$BODY'::bytea, 'br', '{}'::jsonb) \\g /dev/null"
   done
   echo "select round((split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint - :t0) / 500000.0, 1);"
 } >"$WORK/cpu.sql"
@@ -239,7 +226,7 @@ for s in released current; do
   setting "$s"
   KEY_ID=$(q -c "$INSERT returning id") # a key in processing for the completions below
   COMPLETE="update public.idempotency_keys set status = 'completed', status_code = 201, response = '$BODY'::bytea,
-    response_encoding = 'gzip', response_headers = '{\"content-type\": \"application/json\"}', locked_until = null,
+    response_encoding = 'br', response_headers = '{\"content-type\": \"application/json\"}', locked_until = null,
     lease_token = null, completed_at = now(), expires_at = now() + interval '1 day' where id = '$KEY_ID'"
   echo "Statistics **$s**. Per call, from \`track_functions = all\` over 10 s of begin + complete at 1 client (self: without the tracked functions it calls):"
   echo

@@ -1,0 +1,24 @@
+# Sourced by measure.sh and stats_cost.sh: the pgbench workload that calls the store's SQL as PostgresStore
+# does, written once so both scripts measure the same thing.
+#   write_workload DIR PREFIX ROWS   writes DIR/claim.sql (idempotency_begin + idempotency_complete of a new key
+#                                    PREFIX-<n>, each committed on its own) and DIR/replay.sql (a completed key
+#                                    that fill.sh created in the last 24 hours: i % 100 < 96, i >= ROWS / 2), and
+#                                    sets BODY (one stored body as bodies.mjs makes it, hex), LO and HI (the
+#                                    replay range), which the scripts pass to pgbench with -D.
+write_workload() {
+  local dir=$1 prefix=$2 rows=$3
+  BODY=$(node "$ROOT/scripts/scale/bodies.mjs" 1 2>/dev/null | sed 's/^\\\\/\\/')
+  cat >"$dir/claim.sql" <<SQL
+\\set r random(1, 9000000000000000)
+\\set u random(0, 1099)
+select record_id, lease_token from public.idempotency_begin('$prefix-' || :r::text, case when :u >= 1000 then null else md5('scale-user-' || :u::text)::uuid end, 'process-document', md5(:r::text) || md5((:r::bigint + 1)::text), 86400, 30) \\gset
+select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, 'br', '{"content-type": "application/json"}'::jsonb);
+SQL
+  cat >"$dir/replay.sql" <<'SQL'
+\set j random(:lo, :hi)
+\set m random(0, 95)
+\set i :j * 100 + :m
+select outcome from public.idempotency_begin(md5(:i::text || '-key')::uuid::text, case when :i::bigint % 10 = 0 then null else md5('scale-user-' || (:i::bigint % 1000)::text)::uuid end, (array['process-document', 'start-training', 'generate-training-data'])[1 + :i::bigint % 3], md5(:i::text) || md5((:i::bigint + 1)::text), 86400, 30);
+SQL
+  LO=$((rows / 200 + 1)) HI=$((rows / 100 - 2))
+}
