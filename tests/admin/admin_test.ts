@@ -102,6 +102,10 @@ Deno.test("admin CLI: inspect, list, release-stuck, purge, stats and cleanup on 
            response_headers, completed_at, created_at, expires_at)
         values (${key}, ${user}, ${fn}, ${FP}, ${status}, 201, '\\x7b7d'::bytea, '{"content-type":"application/json"}',
           now(), now() - interval '2 days', now() + ${expiresIn}::interval)`;
+  // the every-minute cleanup job would delete k-expired before the CLI's cleanup, and before stats count it
+  const [job] = await sql<{ jobid: number }[]>`
+    select jobid from cron.job where jobname = 'cleanup-expired-idempotency-keys'`;
+  await sql`select cron.alter_job(${job!.jobid}, active => false)`;
   try {
     await processing("k-stuck-old", "20 minutes", "-10 minutes");
     await processing("k-stuck-new", "30 seconds", "-10 seconds");
@@ -215,6 +219,7 @@ Deno.test("admin CLI: inspect, list, release-stuck, purge, stats and cleanup on 
     assert.equal(down.code, 1);
     assert.equal(JSON.parse(down.stderr).error.code, "DATABASE");
   } finally {
+    await sql`select cron.alter_job(${job!.jobid}, active => true)`;
     await sql`delete from auth.users where id = any(${[u1, u2]}::uuid[])`;
     await sql.end();
   }
