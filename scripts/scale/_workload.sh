@@ -1,18 +1,28 @@
-# Sourced by measure.sh and stats_cost.sh: the pgbench workload that calls the store's SQL as PostgresStore
-# does, written once so both scripts measure the same thing.
+# Sourced by measure.sh, stats_cost.sh, traffic.sh and fill.sh: the pgbench workload that calls the store's
+# SQL as PostgresStore does and the stored body, written once so every script measures the same thing.
 #   write_workload DIR PREFIX ROWS   writes DIR/claim.sql (idempotency_begin + idempotency_complete of a new key
 #                                    PREFIX-<n>, each committed on its own) and DIR/replay.sql (a completed key
 #                                    that fill.sh created in the last 24 hours: i % 100 < 96, i >= ROWS / 2), and
-#                                    sets BODY (one stored body as bodies.mjs makes it, hex), LO and HI (the
-#                                    replay range), which the scripts pass to pgbench with -D.
+#                                    sets BODY and ENCODING (one_body), LO and HI (the replay range), which the
+#                                    scripts pass to pgbench with -D.
+#   body_encoding                    prints the encoding bodies.ts writes: zdict (process-document's response
+#                                    dictionary), br with DICTIONARY=none
+#   one_body                         sets BODY (one stored body as bodies.ts makes it, hex) and ENCODING
+body_encoding() { if [ "${DICTIONARY:-}" = none ]; then echo br; else echo zdict; fi; }
+
+one_body() {
+  BODY=$(deno run -A -q "$ROOT/scripts/scale/bodies.ts" 1 2>/dev/null | sed 's/^\\\\/\\/')
+  ENCODING=$(body_encoding)
+}
+
 write_workload() {
   local dir=$1 prefix=$2 rows=$3
-  BODY=$(node "$ROOT/scripts/scale/bodies.mjs" 1 2>/dev/null | sed 's/^\\\\/\\/')
+  one_body
   cat >"$dir/claim.sql" <<SQL
 \\set r random(1, 9000000000000000)
 \\set u random(0, 1099)
 select record_id, lease_token from public.idempotency_begin('$prefix-' || :r::text, case when :u >= 1000 then null else md5('scale-user-' || :u::text)::uuid end, 'process-document', md5(:r::text) || md5((:r::bigint + 1)::text), 86400, 30) \\gset
-select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, 'br', '{"content-type": "application/json"}'::jsonb);
+select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, '$ENCODING', '{"content-type": "application/json"}'::jsonb);
 SQL
   cat >"$dir/replay.sql" <<'SQL'
 \set j random(:lo, :hi)

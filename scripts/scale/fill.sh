@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Fills idempotency_keys in the durable scale cluster (scripts/scale/cluster.sh) with ROWS keys (default 10
 # million) created evenly over the last 48 hours with a 24-hour TTL, so that half are expired: 96 % completed
-# with a brotli body (a process-document-like JSON response of ~510 bytes, ~328 stored), 3 % failed, 1 %
+# with a body (a process-document answer of ~536 bytes of JSON, ~224 stored as zdict; ~335 as br with
+# DICTIONARY=none), 3 % failed, 1 %
 # processing; 1 key in 10 without a user, the others spread over 1,000 users; 1 completed key in 7 replayed.
 # Each row is what the toolkit writes since 20261130000600: the fingerprint's first 32 hex digits, the body as
-# scripts/scale/bodies.mjs compresses it with the codec's settings (encoding br), the replayable headers.
+# scripts/scale/bodies.ts makes and encodes it with the codec (zdict: process-document's dictionary), the
+# replayable headers.
 # Rows go in time order, in transactions of a million, with the indexes in place (as traffic builds them);
 # triggers are off for the load and the counters are rebuilt from the table afterwards, then VACUUM ANALYZE.
 set -euo pipefail
@@ -16,6 +18,8 @@ CHUNK=1000000
 # back a range, e.g. the expired half)
 FILL_FROM="${FILL_FROM:-0}"
 FILL_TO="${FILL_TO:-$ROWS}"
+source "$ROOT/scripts/scale/_workload.sh"
+ENCODING=$(body_encoding)
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 
 say "fill: $ROWS keys into $URL"
@@ -31,7 +35,7 @@ q -c "
   on conflict do nothing"
 q -c "create unlogged table if not exists public.scale_bodies (i int primary key, body bytea not null)" \
   -c "alter table public.scale_bodies enable row level security" -c "truncate public.scale_bodies"
-node "$ROOT/scripts/scale/bodies.mjs" 1000 | awk '{ print NR - 1 "\t" $0 }' |
+deno run -A -q "$ROOT/scripts/scale/bodies.ts" 1000 | awk '{ print NR - 1 "\t" $0 }' |
   q -c "copy public.scale_bodies (i, body) from stdin"
 
 start=$(date +%s)
@@ -55,7 +59,7 @@ for ((lo = FILL_FROM; lo < FILL_TO; lo += CHUNK)); do
     md5(r.i::text),
     r.status,
     case when r.status = 'completed' then (select b.body from public.scale_bodies b where b.i = r.i % 1000) end,
-    case when r.status = 'completed' then 'br' else 'identity' end,
+    case when r.status = 'completed' then '$ENCODING' else 'identity' end,
     case r.status when 'completed' then 201 when 'failed' then 500 end,
     case when r.status = 'completed' then '{\"content-type\": \"application/json\"}'::jsonb end,
     case when r.status = 'failed' then 'handler threw' end,

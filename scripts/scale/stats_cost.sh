@@ -117,7 +117,7 @@ done
   echo "select split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint as t0 \\gset"
   for ((i = 0; i < 500; i++)); do
     echo "select record_id, lease_token from public.idempotency_begin('stc-cpu-' || gen_random_uuid(), null, 'process-document', repeat('b', 64), 86400, 30) \\gset"
-    echo "select public.idempotency_complete(:'record_id'::uuid, :'lease_token'::uuid, 201, '$BODY'::bytea, 'br', '{}'::jsonb) \\g /dev/null"
+    echo "select public.idempotency_complete(:'record_id'::uuid, :'lease_token'::uuid, 201, '$BODY'::bytea, '$ENCODING', '{}'::jsonb) \\g /dev/null"
   done
   echo "select round((split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint - :t0) / 500000.0, 1);"
 } >"$WORK/cpu.sql"
@@ -226,7 +226,7 @@ for s in released current; do
   setting "$s"
   KEY_ID=$(q -c "$INSERT returning id") # a key in processing for the completions below
   COMPLETE="update public.idempotency_keys set status = 'completed', status_code = 201, response = '$BODY'::bytea,
-    response_encoding = 'br', response_headers = '{\"content-type\": \"application/json\"}', locked_until = null,
+    response_encoding = '$ENCODING', response_headers = '{\"content-type\": \"application/json\"}', locked_until = null,
     lease_token = null, completed_at = now(), expires_at = now() + interval '1 day' where id = '$KEY_ID'"
   echo "Statistics **$s**. Per call, from \`track_functions = all\` over 10 s of begin + complete at 1 client (self: without the tracked functions it calls):"
   echo

@@ -24,13 +24,14 @@ q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 [ "$(q -c "select count(*) > 100000 from public.idempotency_keys")" = f ] ||
   die "idempotency_keys holds over 100,000 keys (a fill?): this script empties it; use a cluster of its own"
 
-BODY=$(node "$ROOT/scripts/scale/bodies.mjs" 1 2>/dev/null | sed 's/^\\\\/\\/')
+source "$ROOT/scripts/scale/_workload.sh"
+one_body
 cat >"$WORK/claim.sql" <<SQL
 \set r random(1, 9000000000000000)
 \set u random(0, 1099)
 select record_id, lease_token from public.idempotency_begin('pgb-' || :r::text, case when :u >= 1000 then null else md5('scale-user-' || :u::text)::uuid end, 'process-document', md5(:r::text) || md5((:r::bigint + 1)::text), 86400, 30) \gset
 \sleep $HANDLER_MS ms
-select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, 'br', '{"content-type": "application/json"}'::jsonb);
+select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, '$ENCODING', '{"content-type": "application/json"}'::jsonb);
 SQL
 
 q -c "select cron.alter_job(jobid, active => false) from cron.job

@@ -4,7 +4,7 @@
 begin;
 -- pgTAP lives in schema extensions, as on a Supabase project.
 set local search_path = public, extensions;
-select plan(93);
+select plan(95);
 
 -- ---------------------------------------------------------------------------------------------------------
 -- table and columns
@@ -176,6 +176,10 @@ select throws_ok($$select pg_temp.put('{"response_encoding": "deflate"}')$$, '23
   pg_temp.violation('idempotency_keys_encoding_valid'), 'an unknown response encoding is rejected');
 select lives_ok($$select pg_temp.put('{"response_encoding": "gzip"}')$$, 'gzip encoding is accepted');
 select lives_ok($$select pg_temp.put('{"response_encoding": "br"}')$$, 'br (brotli) encoding is accepted');
+select lives_ok($$select pg_temp.put('{"response_encoding": "zdict"}')$$,
+  'zdict (zlib with a preset dictionary) encoding is accepted');
+select throws_ok($$select pg_temp.put('{"response_encoding": "ZDICT"}')$$, '23514',
+  pg_temp.violation('idempotency_keys_encoding_valid'), 'encodings are case-sensitive');
 
 -- idempotency_keys_status_code_range (on completed rows: processing ones may carry no status code at all)
 select throws_ok($$select pg_temp.put(pg_temp.done('{"status_code": 99}'))$$, '23514',

@@ -39,6 +39,31 @@ e2eTest("process-document stores the document and its job with the computed figu
   assert.equal(doc!.job_user, user.id);
 });
 
+e2eTest(
+  "process-document stores its answer against its response dictionary (zdict) and replays the same answer",
+  async (t) => {
+    const user = await t.newUser();
+    const key = t.newKey();
+    const content = "Freight costs rose in every region. The tariff on imports stayed flat. Margins held.";
+    const body = { title: "Freight review", content, operations: ["summary", "keywords", "statistics"] };
+    const first = await callFunction("process-document", { token: user.token, key, body });
+    assert.equal(first.status, 201);
+    const [row] = await t.sql`
+    select response_encoding, octet_length(response) as stored_bytes from public.idempotency_keys
+    where idempotency_key = ${key} and user_id = ${user.id}`;
+    assert.equal(row!.response_encoding, "zdict");
+    const jsonBytes = new TextEncoder().encode(JSON.stringify(first.body)).byteLength;
+    assert.ok(
+      row!.stored_bytes < jsonBytes / 2,
+      `${row!.stored_bytes} stored bytes for ${jsonBytes} of JSON`,
+    );
+    const retry = await callFunction("process-document", { token: user.token, key, body });
+    assert.equal(retry.status, 201);
+    assert.equal(retry.replay, "true");
+    assert.deepEqual(retry.body, first.body);
+  },
+);
+
 e2eTest("start-training queues one job per key, and replays it", async (t) => {
   const user = await t.newUser();
   const key = t.newKey();

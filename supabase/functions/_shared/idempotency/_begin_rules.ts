@@ -97,9 +97,9 @@ export function toBeginResult(raw: RawBegin): BeginResult {
   throw new Error(`begin returned an unknown outcome: ${JSON.stringify(raw.outcome)}`);
 }
 
-/** A stored body encoding from a store's column or field: `gzip` or `br`, any other value `identity`. */
+/** A stored body encoding from a store's column or field: `gzip`, `br` or `zdict`, any other value `identity`. */
 export function bodyEncoding(value: unknown): BodyEncoding {
-  return value === "gzip" || value === "br" ? value : "identity";
+  return value === "gzip" || value === "br" || value === "zdict" ? value : "identity";
 }
 
 /** A stored response from a store's columns or fields (the encoding as {@link bodyEncoding} reads it). */

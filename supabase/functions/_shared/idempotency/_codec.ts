@@ -1,9 +1,11 @@
 /**
- * How response bodies are stored: compressed when that pays (brotli, or gzip for large bodies), and the
- * conversion between a response and the {@link StoredResponse} a store keeps.
+ * How response bodies are stored: compressed when that pays (brotli, or against the function's response
+ * dictionary when it has one, gzip for large bodies), and the conversion between a response and the
+ * {@link StoredResponse} a store keeps.
  */
 
 import { brotliCompressSync, brotliDecompressSync, constants, gunzipSync, gzipSync } from "node:zlib";
+import { deflateWithDictionary, inflateWithDictionary } from "./_dictionary.ts";
 import { BODY_OMITTED_HEADER, replayableHeaders } from "./headers.ts";
 import type { BodyEncoding, StoredResponse } from "./store.ts";
 
@@ -11,7 +13,7 @@ import type { BodyEncoding, StoredResponse } from "./store.ts";
 export interface EncodedBody {
   /** The bytes to store. */
   body: Uint8Array;
-  /** `br` or `gzip` when `body` is the compression of the original, `identity` when it is the original. */
+  /** How `body` holds the original: `identity` when it is the original. */
   encoding: BodyEncoding;
 }
 
@@ -19,6 +21,11 @@ export interface EncodedBody {
 export interface EncodeOptions {
   /** Bodies up to this many bytes are stored as they are: compression's overhead would not pay. */
   compressThresholdBytes: number;
+  /**
+   * The function's response dictionaries: bodies up to 64 KiB are compressed against the first (`zdict`)
+   * instead of with brotli. None by default.
+   */
+  responseDictionaries?: readonly Uint8Array[];
 }
 
 /** Options for {@link toStoredResponse}. */
@@ -82,22 +89,34 @@ export function unbrotli(bytes: Uint8Array): Uint8Array {
 }
 
 /**
- * `body` compressed when it is larger than the threshold and compression makes it smaller (brotli up to
- * 64 KiB, gzip past it); as it is otherwise.
+ * `body` compressed when it is larger than the threshold and compression makes it smaller (against the
+ * first response dictionary, else brotli, up to 64 KiB; gzip past it); as it is otherwise.
  */
 export async function encodeBody(body: Uint8Array, options: EncodeOptions): Promise<EncodedBody> {
   if (body.byteLength <= options.compressThresholdBytes) return { body, encoding: "identity" };
-  const compressed: EncodedBody = body.byteLength <= BROTLI_MAX_BYTES
+  const dictionary = options.responseDictionaries?.[0];
+  const compressed: EncodedBody = body.byteLength > BROTLI_MAX_BYTES
+    ? { body: await gzip(body), encoding: "gzip" }
+    : dictionary === undefined
     ? { body: brotli(body), encoding: "br" }
-    : { body: await gzip(body), encoding: "gzip" };
+    : { body: await deflateWithDictionary(body, dictionary), encoding: "zdict" };
   return compressed.body.byteLength < body.byteLength ? compressed : { body, encoding: "identity" };
 }
 
-/** The original bytes of a stored body; rejects on corrupt input. */
-export async function decodeBody(body: Uint8Array, encoding: BodyEncoding): Promise<Uint8Array> {
+/**
+ * The original bytes of a stored body; rejects on corrupt input, and on a `zdict` body whose dictionary is
+ * not among `responseDictionaries`.
+ */
+export async function decodeBody(
+  body: Uint8Array,
+  encoding: BodyEncoding,
+  responseDictionaries: readonly Uint8Array[] = [],
+): Promise<Uint8Array> {
   switch (encoding) {
     case "br":
       return unbrotli(body);
+    case "zdict":
+      return await inflateWithDictionary(body, responseDictionaries);
     case "gzip":
       return await gunzip(body);
     case "identity":
@@ -133,8 +152,11 @@ export function buildResponse(status: number, headers: Headers, body: Uint8Array
   return new Response(content, { status, headers });
 }
 
-/** The response a store kept, decoded; the caller adds `X-Idempotency-Replay`. */
-export async function fromStoredResponse(stored: StoredResponse): Promise<Response> {
-  const body = await decodeBody(stored.body, stored.encoding);
+/** The response a store kept, decoded (with the function's dictionaries); the caller adds `X-Idempotency-Replay`. */
+export async function fromStoredResponse(
+  stored: StoredResponse,
+  responseDictionaries: readonly Uint8Array[] = [],
+): Promise<Response> {
+  const body = await decodeBody(stored.body, stored.encoding, responseDictionaries);
   return buildResponse(stored.status, new Headers(stored.headers), body);
 }

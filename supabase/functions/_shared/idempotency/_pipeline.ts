@@ -339,7 +339,7 @@ async function settleClaim(
     }
     case "replay":
       ctx.metrics.replayed++;
-      return await replayResponse(claim.response);
+      return await replayResponse(claim.response, ctx.options.responseDictionaries);
     case "in_progress":
       return inProgress(ctx, claim.retryAfterSeconds);
     case "mismatch":
@@ -541,8 +541,11 @@ async function renewOnce(ctx: Pipeline, lease: Lease, state: LeaseState): Promis
   }
 }
 
-async function replayResponse(stored: StoredResponse): Promise<Response> {
-  const response = await fromStoredResponse(stored);
+async function replayResponse(
+  stored: StoredResponse,
+  responseDictionaries: readonly Uint8Array[],
+): Promise<Response> {
+  const response = await fromStoredResponse(stored, responseDictionaries);
   response.headers.set(REPLAY_HEADER, "true");
   return response;
 }

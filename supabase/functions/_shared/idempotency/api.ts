@@ -7,6 +7,7 @@
  */
 
 import { toStoredResponse } from "./_codec.ts";
+import { checkDictionaries } from "./_dictionary.ts";
 import { DEFAULT_OPTIONS, defaultStore, type IdempotencyOptions } from "./options.ts";
 import type {
   BeginInput,
@@ -94,7 +95,8 @@ export function createIdempotencyKey(input: BeginInput, options: StoreOption = {
  *
  * @param lease What `createIdempotencyKey` returned with `started`.
  * @param response A `Response` (stored as the middleware stores one) or a `StoredResponse`.
- * @param options Which store, and `compressThresholdBytes` / `maxStoredBodyBytes` (defaults as in `withIdempotency`).
+ * @param options Which store, and `compressThresholdBytes` / `maxStoredBodyBytes` / `responseDictionaries`
+ *   (defaults as in `withIdempotency`).
  * @returns `false` when the lease is no longer the caller's (nothing was written).
  * @throws {Error} (as a rejection) when the store fails.
  * @example Store a worker's answer
@@ -110,7 +112,9 @@ export function createIdempotencyKey(input: BeginInput, options: StoreOption = {
 export async function storeIdempotencyResult(
   lease: Lease,
   response: Response | StoredResponse,
-  options: StoreOption & Pick<IdempotencyOptions, "compressThresholdBytes" | "maxStoredBodyBytes"> = {},
+  options:
+    & StoreOption
+    & Pick<IdempotencyOptions, "compressThresholdBytes" | "maxStoredBodyBytes" | "responseDictionaries"> = {},
 ): Promise<boolean> {
   const stored = response instanceof Response ? await storedFromResponse(response, options) : response;
   return await storeOf(options).complete(lease, stored);
@@ -170,12 +174,13 @@ export function cleanupExpiredKeys(options: StoreOption & { batchSize?: number }
 
 async function storedFromResponse(
   response: Response,
-  options: Pick<IdempotencyOptions, "compressThresholdBytes" | "maxStoredBodyBytes">,
+  options: Pick<IdempotencyOptions, "compressThresholdBytes" | "maxStoredBodyBytes" | "responseDictionaries">,
 ): Promise<StoredResponse> {
   const body = new Uint8Array(await response.arrayBuffer());
   return await toStoredResponse({ status: response.status, headers: response.headers, body }, {
     compressThresholdBytes: options.compressThresholdBytes ?? DEFAULT_OPTIONS.compressThresholdBytes,
     maxStoredBodyBytes: options.maxStoredBodyBytes ?? DEFAULT_OPTIONS.maxStoredBodyBytes,
+    responseDictionaries: checkDictionaries(options.responseDictionaries ?? []),
   });
 }
 

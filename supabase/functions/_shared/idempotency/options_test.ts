@@ -15,6 +15,7 @@ Deno.test("options: the documented defaults fill every unset option", () => {
   assert.equal(resolved.onStoreError, "fail-closed");
   assert.equal(resolved.maxStoredBodyBytes, 1_048_576);
   assert.equal(resolved.compressThresholdBytes, 256);
+  assert.deepEqual(resolved.responseDictionaries, []);
   assert.equal(resolved.renewLease, true);
   assert.equal(resolved.cors, true);
   assert.equal(resolved.logger, console);
@@ -40,6 +41,14 @@ Deno.test("options: given values win; an explicit undefined means the default", 
   assert.equal(resolved.lockTimeoutSeconds, DEFAULT_OPTIONS.lockTimeoutSeconds);
 });
 
+Deno.test("options: response dictionaries given as text are resolved to their UTF-8 bytes", () => {
+  const resolved = resolveOptions({
+    functionName: "f",
+    responseDictionaries: ['{"a":1}', new Uint8Array([1])],
+  });
+  assert.deepEqual(resolved.responseDictionaries, [new TextEncoder().encode('{"a":1}'), new Uint8Array([1])]);
+});
+
 Deno.test("options: invalid values are rejected", () => {
   const bad: [Record<string, unknown>, ErrorConstructor][] = [
     [{ functionName: "" }, TypeError],
@@ -54,6 +63,8 @@ Deno.test("options: invalid values are rejected", () => {
     [{ onInFlight: "queue" }, TypeError],
     [{ anonymous: "allow" }, TypeError],
     [{ onStoreError: "ignore" }, TypeError],
+    [{ responseDictionaries: [""] }, RangeError],
+    [{ responseDictionaries: ["{}", "{}"] }, RangeError],
   ];
   for (const [options, type] of bad) {
     assert.throws(

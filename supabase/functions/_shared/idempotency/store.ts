@@ -55,8 +55,9 @@ export interface BeginInput extends KeyScope {
 }
 
 /**
- * How a stored body is encoded: `identity` (the bytes as sent), `gzip`, or `br` (brotli, what the toolkit
- * writes for bodies up to 64 KiB since it replaced gzip there; earlier `gzip` records are still read).
+ * How a stored body is encoded: `identity` (the bytes as sent), `gzip`, `br` (brotli, what the toolkit
+ * writes for bodies up to 64 KiB since it replaced gzip there; earlier `gzip` records are still read), or
+ * `zdict` (zlib against one of the function's `responseDictionaries`, named in its header).
  *
  * @example Tell a compressed body
  * ```ts
@@ -66,7 +67,7 @@ export interface BeginInput extends KeyScope {
  * console.assert(compressed("br"));
  * ```
  */
-export type BodyEncoding = "identity" | "gzip" | "br";
+export type BodyEncoding = "identity" | "gzip" | "br" | "zdict";
 
 /**
  * A stored response, as `complete` received it.
@@ -87,7 +88,7 @@ export interface StoredResponse {
   status: number;
   /** Response headers that are safe to replay (lower-case names). */
   headers: Record<string, string>;
-  /** The body bytes, or their compression when `encoding` is `gzip` or `br`. */
+  /** The body bytes, or their compression when `encoding` is not `identity`. */
   body: Uint8Array;
   /** How `body` is stored. */
   encoding: BodyEncoding;

@@ -149,6 +149,12 @@ async function replaysStoredResponse({ store, newKey }: CaseContext): Promise<vo
       body: everyByte.slice(7, 340),
       encoding: "br",
     },
+    {
+      status: 201,
+      headers: { "content-type": "application/json" },
+      body: everyByte.slice(100, 290),
+      encoding: "zdict",
+    },
     { status: 204, headers: {}, body: new Uint8Array(0), encoding: "identity" },
     {
       status: 200,
