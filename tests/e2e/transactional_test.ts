@@ -10,10 +10,13 @@ import {
   type TransactionalHandler,
   withIdempotentTransaction,
 } from "../../supabase/functions/_shared/idempotency.ts";
+import { closeSharedPool } from "../../supabase/functions/_shared/idempotency/pool.ts";
+import { JWT_SECRET } from "../support/jwt.ts";
 import {
   API_URL,
   callFunction,
   countRows,
+  DB_URL,
   documentHandler,
   e2eTest,
   transactionalTest,
@@ -204,6 +207,33 @@ e2eTest("start-training calls the external trainer once per key, with a derived 
   const stats = await (await fetch(`${TRAINER_URL}/stats`)).json();
   assert.ok(stats.calls >= 1);
 });
+
+e2eTest(
+  "transactional: on the shared pool, requests after closeSharedPool() run on the new pool",
+  async (t) => {
+    const previous = Deno.env.get("SUPABASE_DB_URL");
+    Deno.env.set("SUPABASE_DB_URL", DB_URL);
+    try {
+      const user = await t.newUser();
+      // no `sql`: the wrapper and its key records use the isolate's shared pool, as deployed functions do
+      const handler = withIdempotentTransaction(documentHandler(), {
+        functionName: "tx-test",
+        jwtSecret: JWT_SECRET,
+        logger: { error: () => {}, warn: () => {} },
+      });
+      assert.equal((await handler(userRequest(user, t.newKey()))).status, 201);
+      await closeSharedPool();
+      const key = t.newKey();
+      const after = await handler(userRequest(user, key));
+      assert.equal(after.status, 201, "the claim must not go to the ended pool");
+      assert.equal((await handler(userRequest(user, key))).headers.get("x-idempotency-replay"), "true");
+    } finally {
+      await closeSharedPool();
+      if (previous === undefined) Deno.env.delete("SUPABASE_DB_URL");
+      else Deno.env.set("SUPABASE_DB_URL", previous);
+    }
+  },
+);
 
 Deno.test("transactional: invalid options fail at wrap time", () => {
   const handler: TransactionalHandler = () => new Response(null, { status: 204 });

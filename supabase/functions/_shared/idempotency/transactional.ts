@@ -290,9 +290,15 @@ export function withIdempotentTransaction(
 
 /** The run half of the pipeline: the handler in a transaction that also completes the record. */
 function transactionMode(handler: TransactionalHandler, s: Settings): RunMode {
-  let claims: PostgresStore | undefined;
-  // the asynchronous claim is safe here: the completion commits synchronously in the same database
-  const store = () => (claims ??= new PostgresStore({ sql: s.sql(), asyncClaim: true }));
+  let claims: { sql: PostgresClient; store: PostgresStore } | undefined;
+  // A new store when the pool changed: after closeSharedPool(), sharedPool() opens another, and a store
+  // kept on the ended one would fail every claim. The asynchronous claim is safe here: the completion
+  // commits synchronously in the same database.
+  const store = () => {
+    const sql = s.sql();
+    if (claims?.sql !== sql) claims = { sql, store: new PostgresStore({ sql, asyncClaim: true }) };
+    return claims.store;
+  };
   const mode: RunMode = {
     store,
     unprotected: (ctx, req, _info, caller) => unkeyed(ctx, s, handler, req, caller),
