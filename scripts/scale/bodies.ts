@@ -4,6 +4,7 @@
 // idempotency/_codec.ts). With DICTIONARY=none the codec has no response dictionary (brotli, `br`), else
 // process-document's own (`zdict`). Each body differs (ids, hash, title, text), so no two rows share bytes.
 //   deno run -A scripts/scale/bodies.ts 1000 > bodies.txt     (the encoding and sizes go to stderr)
+// KEYWORDS (default 2) sets how many keywords each answer lists, to see larger answers.
 import { encodeBody } from "../../supabase/functions/_shared/idempotency/_codec.ts";
 import { DEFAULT_OPTIONS } from "../../supabase/functions/_shared/idempotency/options.ts";
 import { checkDictionaries } from "../../supabase/functions/_shared/idempotency/_dictionary.ts";
@@ -13,6 +14,8 @@ import type { ProcessDocumentInput } from "../../supabase/functions/process-docu
 import { RESPONSE_DICTIONARY_V1 } from "../../supabase/functions/process-document/response_dictionary.ts";
 
 const n = Number(Deno.args[0] ?? 1000);
+// keywords per answer (process-document's max_keywords): 2 gives ~536 bytes of JSON, the fill's answers
+const KEYWORDS = Number(Deno.env.get("KEYWORDS") ?? 2);
 const responseDictionaries = Deno.env.get("DICTIONARY") === "none"
   ? []
   : checkDictionaries([RESPONSE_DICTIONARY_V1]);
@@ -49,7 +52,7 @@ for (let i = 0; i < n; i++) {
     title,
     content,
     operations: ["summary", "keywords", "statistics"],
-    maxKeywords: 2,
+    maxKeywords: KEYWORDS,
   };
   const answer = {
     document_id: crypto.randomUUID(),

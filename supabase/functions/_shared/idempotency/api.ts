@@ -98,7 +98,7 @@ export function createIdempotencyKey(input: BeginInput, options: StoreOption = {
  * @param options Which store, and `compressThresholdBytes` / `maxStoredBodyBytes` / `responseDictionaries`
  *   (defaults as in `withIdempotency`).
  * @returns `false` when the lease is no longer the caller's (nothing was written).
- * @throws {Error} (as a rejection) when the store fails.
+ * @throws {Error} (as a rejection) when the store fails, or a `RangeError` for an invalid dictionary.
  * @example Store a worker's answer
  * ```ts
  * import { createIdempotencyKey, storeIdempotencyResult } from "./api.ts";
