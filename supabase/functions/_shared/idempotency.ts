@@ -50,6 +50,7 @@ export {
   cleanupExpiredKeys,
   createIdempotencyKey,
   markIdempotencyFailed,
+  replayIdempotencyResult,
   storeIdempotencyResult,
   type StoreOption,
 } from "./idempotency/api.ts";

@@ -6,8 +6,9 @@
  * store that cannot be opened (no `store` given and `SUPABASE_DB_URL` unset).
  */
 
-import { toStoredResponse } from "./_codec.ts";
+import { fromStoredResponse, toStoredResponse } from "./_codec.ts";
 import { checkDictionaries } from "./_dictionary.ts";
+import { REPLAY_HEADER } from "./headers.ts";
 import { DEFAULT_OPTIONS, defaultStore, type IdempotencyOptions } from "./options.ts";
 import type {
   BeginInput,
@@ -118,6 +119,36 @@ export async function storeIdempotencyResult(
 ): Promise<boolean> {
   const stored = response instanceof Response ? await storedFromResponse(response, options) : response;
   return await storeOf(options).complete(lease, stored);
+}
+
+/**
+ * The response a `replay` claim carries, as the middleware replays it: the body decoded (`br`, `gzip`, or
+ * `zdict` with the dictionaries it was stored with) and `X-Idempotency-Replay: true`.
+ *
+ * @param stored `claim.response` of a `replay` outcome.
+ * @param options `responseDictionaries`, as given to `storeIdempotencyResult` (default none).
+ * @returns A new `Response` each call.
+ * @throws {Error} (as a rejection) on a corrupt body, or a `zdict` body whose dictionary is not listed.
+ * @example Answer a duplicate job with the first result
+ * ```ts
+ * import { createIdempotencyKey, replayIdempotencyResult, storeIdempotencyResult } from "./api.ts";
+ * import { MemoryStore } from "./stores/memory.ts";
+ *
+ * const store = new MemoryStore();
+ * const input = { key: "k-4", userId: null, functionName: "w", fingerprint: "x", ttlSeconds: 60, lockTimeoutSeconds: 30 };
+ * const first = await createIdempotencyKey(input, { store });
+ * if (first.outcome === "started") await storeIdempotencyResult(first, Response.json({ done: true }), { store });
+ * const again = await createIdempotencyKey(input, { store });
+ * if (again.outcome === "replay") console.assert((await (await replayIdempotencyResult(again.response)).json()).done);
+ * ```
+ */
+export async function replayIdempotencyResult(
+  stored: StoredResponse,
+  options: Pick<IdempotencyOptions, "responseDictionaries"> = {},
+): Promise<Response> {
+  const response = await fromStoredResponse(stored, checkDictionaries(options.responseDictionaries ?? []));
+  response.headers.set(REPLAY_HEADER, "true");
+  return response;
 }
 
 /**

@@ -4,6 +4,7 @@ import {
   cleanupExpiredKeys,
   createIdempotencyKey,
   markIdempotencyFailed,
+  replayIdempotencyResult,
   storeIdempotencyResult,
 } from "./api.ts";
 import { generateIdempotencyKey } from "./key.ts";
@@ -51,6 +52,33 @@ Deno.test("api: claim, store a Response, then replay it and read its status", as
   assert.equal(status?.status, "completed");
   assert.equal(status?.statusCode, 201);
   assert.equal(status?.replayCount, 1);
+});
+
+Deno.test("api: a worker stores with a response dictionary and replays the same bytes, marked as a replay", async () => {
+  const store = new MemoryStore();
+  const key = generateIdempotencyKey();
+  const responseDictionaries = ['{"job":{"id":"","status":"done","items":[{"name":"","size":0}]}}'];
+  const json = JSON.stringify({
+    job: {
+      id: key,
+      status: "done",
+      items: Array.from({ length: 20 }, (_, i) => ({ name: `file-${i}`, size: i * 1000 })),
+    },
+  });
+  const lease = leaseOf(await createIdempotencyKey(input(key), { store }));
+  assert.equal(
+    await storeIdempotencyResult(lease, new Response(json, { status: 201 }), { store, responseDictionaries }),
+    true,
+  );
+  const replay = await createIdempotencyKey(input(key), { store });
+  assert.equal(replay.outcome, "replay");
+  if (replay.outcome !== "replay") return;
+  assert.equal(replay.response.encoding, "zdict");
+  const response = await replayIdempotencyResult(replay.response, { responseDictionaries });
+  assert.equal(response.status, 201);
+  assert.equal(response.headers.get("x-idempotency-replay"), "true");
+  assert.equal(await response.text(), json);
+  await assert.rejects(replayIdempotencyResult(replay.response), /not in responseDictionaries/);
 });
 
 Deno.test("api: a failed claim runs again; a stale lease cannot store", async () => {
