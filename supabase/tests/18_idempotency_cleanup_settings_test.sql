@@ -1,12 +1,13 @@
 -- idempotency_cleanup_settings(), what the every-minute cleanup job reads once per run: its defaults (batches of
--- 1,000, a pause half as long as each batch, no cap), each idempotency.cleanup_* setting in their place, and a bad
--- value refused with 22023 and the setting's name rather than a cast error or a silent default.
+-- 5,000, no pause, no cap), each idempotency.cleanup_* setting in their place, and a bad value refused with
+-- 22023 and the setting's name rather than a cast error or a silent default.
 begin;
 set local search_path = public, extensions;
 select plan(10);
 
 select results_eq($$select batch_size, pause_ratio, max_keys from public.idempotency_cleanup_settings()$$,
-  $$values (1000, 0.5::double precision, null::bigint)$$, 'unset: batches of 1,000, pause ratio 0.5, no cap');
+  $$values (5000, 0::double precision, null::bigint)$$,
+  'unset: batches of 5,000 back to back (the job of 20261130000300), no cap');
 
 set local idempotency.cleanup_batch_size = '500';
 set local idempotency.cleanup_pause_ratio = '2.5';
@@ -16,7 +17,7 @@ select results_eq($$select batch_size, pause_ratio, max_keys from public.idempot
 
 set local idempotency.cleanup_pause_ratio = '0';
 select is((select pause_ratio from public.idempotency_cleanup_settings()), 0::double precision,
-  'a pause ratio of 0 is allowed: batches back to back, as before this migration');
+  'a pause ratio of 0 is allowed: batches back to back');
 
 set local idempotency.cleanup_pause_ratio = '.5';
 select is((select pause_ratio from public.idempotency_cleanup_settings()), 0.5::double precision,
@@ -24,7 +25,7 @@ select is((select pause_ratio from public.idempotency_cleanup_settings()), 0.5::
 
 -- set to '' (as `reset` leaves a placeholder set earlier in the session): the default
 set local idempotency.cleanup_batch_size = '';
-select is((select batch_size from public.idempotency_cleanup_settings()), 1000, 'an empty setting is unset');
+select is((select batch_size from public.idempotency_cleanup_settings()), 5000, 'an empty setting is unset');
 
 set local idempotency.cleanup_batch_size = '0';
 select throws_ok('select * from public.idempotency_cleanup_settings()', '22023',
