@@ -150,13 +150,15 @@ fi
 # on both kinds of window. The cleanup is the cron job's own command, read from cron.job, run by psql with
 # idempotency.cleanup_max_keys set to the round's share: what is measured is what is scheduled. CLEANUP_SETTINGS
 # adds settings of the job's own (e.g. "-c idempotency.cleanup_pause_ratio=0": batches back to back, as before
-# 20261130000900). A sampler reads pg_stat_activity every 0.1 s: what the clients wait on in each window, and
+# 20261130000900); several, separated by ';', take turns round by round (A, B, ...), to compare them in one run. A sampler reads pg_stat_activity every 0.1 s: what the clients wait on in each window, and
 # whether an autovacuum worker runs.
 ROUNDS="${ROUNDS:-3}"
 CLEANUP_KEYS="${CLEANUP_KEYS:-1000000}"
 WINDOW="${WINDOW:-20}"
 CLEANUP_SQL=$(q -c "select command from cron.job where jobname = 'cleanup-expired-idempotency-keys'")
-CLEANUP_SETTINGS="${CLEANUP_SETTINGS:-}"
+IFS=';' read -r -a SETTINGS <<<"${CLEANUP_SETTINGS:-}"
+[ "${#SETTINGS[@]}" -gt 0 ] || SETTINGS=("")
+LABELS=(A B C D E F)
 SHARE=$(((CLEANUP_KEYS + ROUNDS - 1) / ROUNDS))
 now_us() { date +%s%6N; }
 walstats() { q -F ' ' -c "select w.wal_bytes, w.wal_fpi, w.wal_records, w.wal_buffers_full,
@@ -173,8 +175,12 @@ waits() { # from_us to_us -> the clients' top wait events (share of their sample
 }
 echo "### Cleanup of $CLEANUP_KEYS expired keys under load (8 clients at $RATE claim+complete/s, $ROUNDS rounds)"
 echo
-echo "The job's settings: $(PGOPTIONS="$CLEANUP_SETTINGS" q -F ', ' -c "select 'batches of ' || batch_size,
-  'pause ratio ' || pause_ratio from public.idempotency_cleanup_settings()"); each round's share $SHARE keys."
+for i in "${!SETTINGS[@]}"; do
+  echo "Settings ${LABELS[$i]}: $(PGOPTIONS="${SETTINGS[$i]}" q -F ', ' -c "select 'batches of ' || batch_size,
+    'pause ratio ' || pause_ratio from public.idempotency_cleanup_settings()")${SETTINGS[$i]:+ (\`${SETTINGS[$i]}\`)}."
+  echo
+done
+echo "Each round's share: $SHARE keys."
 echo
 "$PGBENCH" -n -M prepared -c 8 -j 2 -R "$RATE" -T $((ROUNDS * (WINDOW + 75) + 30)) -f "$WORK/claim.sql" \
   -D body="$BODY" -l --log-prefix="$WORK/load" "$URL" >/dev/null 2>&1 &
@@ -202,11 +208,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
   ROWS_OUT+=("without $r $w0 $w1 $((b1 - b0)) $((f1 - f0)) $((full1 - full0)) $((c1 - c0))")
   read -r b0 f0 n0 full0 c0 <<<"$(walstats)"
   t0=$(now_us)
-  notice=$(PGAPPNAME=idempotency-cleanup PGOPTIONS="-c idempotency.cleanup_max_keys=$SHARE $CLEANUP_SETTINGS" \
+  set_i=$(((r - 1) % ${#SETTINGS[@]}))
+  notice=$(PGAPPNAME=idempotency-cleanup PGOPTIONS="-c idempotency.cleanup_max_keys=$SHARE ${SETTINGS[$set_i]}" \
     psql -X -q -v ON_ERROR_STOP=1 "$URL" -c "$CLEANUP_SQL" 2>&1 | sed -nE 's/.*NOTICE: +//p')
   t1=$(now_us)
   read -r b1 f1 n1 full1 c1 <<<"$(walstats)"
-  ROWS_OUT+=("with $r $t0 $t1 $((b1 - b0)) $((f1 - f0)) $((full1 - full0)) $((c1 - c0)) $notice")
+  ROWS_OUT+=("${LABELS[$set_i]} $r $t0 $t1 $((b1 - b0)) $((f1 - f0)) $((full1 - full0)) $((c1 - c0)) $notice")
 done
 printf '%s\n' "${ROWS_OUT[@]}" >"$WORK/windows" # kind round from_us to_us WAL FPI buffers-full checkpoints notice
 sleep 2
@@ -220,7 +227,7 @@ echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for row in "${ROWS_OUT[@]}"; do
   read -r kind r from to wal fpi full ckpt notice <<<"$row"
   read -r p50 p99 n <<<"$(latencies "$WORK/load" "$from" "$to")"
-  echo "$kind $p99 $r" >>"$WORK/p99"
+  echo "$kind $p99" >>"$WORK/p99"
   IFS='|' read -r wait_share av_share <<<"$(waits "$from" "$to")"
   secs=$(awk -v a="$from" -v b="$to" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')
   deleted=$(sed -nE 's/^[^0-9]*([0-9]+) deleted.*/\1/p' <<<"$notice")
@@ -228,19 +235,24 @@ for row in "${ROWS_OUT[@]}"; do
     printf "%.0f MB, %d full-page images", w / 1048576, f
     if (d) printf ", %.0f bytes per deleted key", w / d
     if (full) printf ", WAL buffers full %d times", full }')
-  echo "| $r | $([ "$kind" = with ] && echo "during cleanup" || echo without) | $secs | $n | $p50 | $p99 | $wait_share | $av_share | $walcell | $ckpt | $notice |"
+  echo "| $r | $([ "$kind" = without ] && echo without || echo "during cleanup ($kind)") | $secs | $n | $p50 | $p99 | $wait_share | $av_share | $walcell | $ckpt | $notice |"
 done
 echo
 med() { grep "^$1 " "$WORK/p99" | cut -d' ' -f2 | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-med_without=$(med without); med_with=$(med with)
-total_s=$(printf '%s\n' "${ROWS_OUT[@]}" | awk '$1 == "with" { s += ($4 - $3) / 1e6 } END { printf "%.1f", s }')
-total_deleted=$(printf '%s\n' "${ROWS_OUT[@]}" | sed -nE 's/^with .*[^0-9]([0-9]+) deleted.*/\1/p' | paste -sd+ | bc)
+med_without=$(med without)
 echo "| figure | value |"
 echo "| --- | --- |"
-echo "| keys deleted, total time of the cleanup windows | $total_deleted in $total_s s |"
 echo "| expired keys pending, before -> after (the view) | $expired_before -> $expired_after |"
-echo "| clients' p99, median of the rounds: without / during cleanup | $med_without / $med_with ms |"
-echo "| ratio of the medians (during / without) | $(awk -v a="$med_with" -v b="$med_without" 'BEGIN { printf "%.2f", a / b }') |"
+echo "| clients' p99 without cleanup, median of the rounds | $med_without ms |"
+for i in "${!SETTINGS[@]}"; do
+  l=${LABELS[$i]}
+  med_with=$(med "$l")
+  total_s=$(printf '%s\n' "${ROWS_OUT[@]}" | awk -v l="$l" '$1 == l { s += ($4 - $3) / 1e6 } END { printf "%.1f", s }')
+  total_deleted=$(printf '%s\n' "${ROWS_OUT[@]}" | sed -nE "s/^$l .*[^0-9]([0-9]+) deleted.*/\\1/p" | paste -sd+ | bc)
+  echo "| settings $l: keys deleted, total time of its cleanup windows | $total_deleted in $total_s s |"
+  echo "| settings $l: clients' p99 during cleanup, median of the rounds | $med_with ms |"
+  echo "| settings $l: ratio of the medians (during / without) | **$(awk -v a="$med_with" -v b="$med_without" 'BEGIN { printf "%.2f", a / b }')** |"
+done
 echo "| load average after | $(cut -d' ' -f1-3 /proc/loadavg) |"
 echo
 echo "### Sizes after the cleanup (before vacuum reuses the space)"
