@@ -149,9 +149,9 @@ fi
 # deletes its share of CLEANUP_KEYS: interleaved, so that a change in the machine's load (2 shared cores) falls
 # on both kinds of window. The cleanup is the cron job's own command, read from cron.job, run by psql with
 # idempotency.cleanup_max_keys set to the round's share: what is measured is what is scheduled. CLEANUP_SETTINGS
-# adds settings of the job's own (e.g. "-c idempotency.cleanup_pause_ratio=0": batches back to back, as before
-# 20261130000900); several, separated by ';', take turns round by round (A, B, ...), to compare them in one run. A sampler reads pg_stat_activity every 0.1 s: what the clients wait on in each window, and
-# whether an autovacuum worker runs.
+# adds settings of the job's own (e.g. "-c idempotency.cleanup_pause_ratio=0.5"); several, separated by ';',
+# take turns round by round (A, B, ...), to compare them in one run. A sampler reads pg_stat_activity every
+# 0.1 s: what the clients wait on in each window, and whether an autovacuum worker runs.
 ROUNDS="${ROUNDS:-3}"
 CLEANUP_KEYS="${CLEANUP_KEYS:-1000000}"
 WINDOW="${WINDOW:-20}"
@@ -161,7 +161,7 @@ IFS=';' read -r -a SETTINGS <<<"${CLEANUP_SETTINGS:-}"
 LABELS=(A B C D E F)
 SHARE=$(((CLEANUP_KEYS + ROUNDS - 1) / ROUNDS))
 now_us() { date +%s%6N; }
-walstats() { q -F ' ' -c "select w.wal_bytes, w.wal_fpi, w.wal_records, w.wal_buffers_full,
+walstats() { q -F ' ' -c "select w.wal_bytes, w.wal_fpi, w.wal_buffers_full,
   b.checkpoints_timed + b.checkpoints_req from pg_stat_wal w, pg_stat_bgwriter b"; }
 waits() { # from_us to_us -> the clients' top wait events (share of their samples)|share of ticks with autovacuum
   local f="$WORK/waits"
@@ -202,17 +202,17 @@ for ((r = 1; r <= ROUNDS; r++)); do
   # autovacuum is left to run as it would (it removes the dead rows of the cleanup before): its share of each
   # window is reported; the gap lets the previous cleanup's last commits reach the log
   sleep 5
-  read -r b0 f0 n0 full0 c0 <<<"$(walstats)"
+  read -r b0 f0 full0 c0 <<<"$(walstats)"
   w0=$(now_us); sleep "$WINDOW"; w1=$(now_us)
-  read -r b1 f1 n1 full1 c1 <<<"$(walstats)"
+  read -r b1 f1 full1 c1 <<<"$(walstats)"
   ROWS_OUT+=("without $r $w0 $w1 $((b1 - b0)) $((f1 - f0)) $((full1 - full0)) $((c1 - c0))")
-  read -r b0 f0 n0 full0 c0 <<<"$(walstats)"
+  read -r b0 f0 full0 c0 <<<"$(walstats)"
   t0=$(now_us)
   set_i=$(((r - 1) % ${#SETTINGS[@]}))
   notice=$(PGAPPNAME=idempotency-cleanup PGOPTIONS="-c idempotency.cleanup_max_keys=$SHARE ${SETTINGS[$set_i]}" \
     psql -X -q -v ON_ERROR_STOP=1 "$URL" -c "$CLEANUP_SQL" 2>&1 | sed -nE 's/.*NOTICE: +//p')
   t1=$(now_us)
-  read -r b1 f1 n1 full1 c1 <<<"$(walstats)"
+  read -r b1 f1 full1 c1 <<<"$(walstats)"
   ROWS_OUT+=("${LABELS[$set_i]} $r $t0 $t1 $((b1 - b0)) $((f1 - f0)) $((full1 - full0)) $((c1 - c0)) $notice")
 done
 printf '%s\n' "${ROWS_OUT[@]}" >"$WORK/windows" # kind round from_us to_us WAL FPI buffers-full checkpoints notice
