@@ -167,7 +167,10 @@ Deno.test("scale: HOT completions, counters under concurrency, cleanup that comm
       const [job] =
         await sql`select jobid, command from cron.job where jobname = 'cleanup-expired-idempotency-keys'`;
       assert.ok(job, "the cleanup job is scheduled");
-      const block = (job.command as string).replaceAll("5000", "500");
+      const block = job.command as string;
+      // batches of 500 (idempotency.cleanup_batch_size, read by the job since 20261130001100), on one connection
+      const cleaner = await sql.reserve();
+      await cleaner`select set_config('idempotency.cleanup_batch_size', '500', false)`;
       await sql`select cron.alter_job(${job.jobid}, active => false)`; // the minute's run must not join in
       try {
         // 3,000 keys expired in 2000, older than anything else in the table, so the batches are theirs alone
@@ -183,7 +186,7 @@ Deno.test("scale: HOT completions, counters under concurrency, cleanup that comm
         await sql.unsafe(`create trigger scale_test_refuse before delete on public.idempotency_keys
           for each row when (old.idempotency_key = '${poison}') execute function public.scale_test_refuse()`);
         try {
-          await assert.rejects(sql.unsafe(block), /refused by the test/);
+          await assert.rejects(cleaner.unsafe(block), /refused by the test/);
         } finally {
           await sql.unsafe(`drop trigger scale_test_refuse on public.idempotency_keys;
             drop function public.scale_test_refuse()`);
@@ -191,7 +194,7 @@ Deno.test("scale: HOT completions, counters under concurrency, cleanup that comm
         const [left] = await sql`select count(*)::int as n from public.idempotency_keys
           where idempotency_key like ${`c-${run}-%`}`;
         assert.equal(left!.n, 2000, "the two batches before the failing one stayed deleted");
-        await sql.unsafe(block);
+        await cleaner.unsafe(block);
         const [rest] = await sql`select count(*)::int as n from public.idempotency_keys
           where idempotency_key like ${`c-${run}-%`}`;
         assert.equal(rest!.n, 0);
@@ -200,6 +203,7 @@ Deno.test("scale: HOT completions, counters under concurrency, cleanup that comm
           where function_name = ${FN[0]!}`;
         assert.equal(String(row!.total), String(count!.total), "the view's total follows the deletions");
       } finally {
+        cleaner.release();
         await sql`select cron.alter_job(${job.jobid}, active => true)`;
       }
     });
