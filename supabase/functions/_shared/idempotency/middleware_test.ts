@@ -819,3 +819,33 @@ Deno.test("middleware: the wrapped handler fits Deno.serve", () => {
   const serveHandler: Deno.ServeHandler = wrapped;
   assert.equal(typeof serveHandler, "function");
 });
+
+Deno.test("middleware: a replay whose response dictionary is no longer listed answers 500, logs its id, runs nothing", async () => {
+  const store = new MemoryStore();
+  const errors: string[] = [];
+  const logger: IdempotencyLogger = {
+    error: (...data) => errors.push(data.map(String).join(" ")),
+    warn: () => {},
+  };
+  let runs = 0;
+  const answer = JSON.stringify({ items: Array.from({ length: 30 }, (_, i) => ({ name: `n${i}`, v: i })) });
+  const wrap = (responseDictionaries: string[]) =>
+    withIdempotency(() => {
+      runs++;
+      return new Response(answer, { status: 201 });
+    }, { functionName: "dict-fn", store, anonymous: "shared", responseDictionaries, logger });
+  const request = () =>
+    new Request(URL_BASE, { method: "POST", headers: { "idempotency-key": "dict-key-0001" }, body: "{}" });
+  const dictionary = '{"items":[{"name":"","v":0}]}';
+
+  assert.equal((await wrap([dictionary])(request())).status, 201);
+  const lost = await wrap([])(request());
+  assert.equal(lost.status, 500);
+  assert.equal((await lost.json()).error.code, "INTERNAL_ERROR");
+  assert.match(errors.join("\n"), /dictionary [0-9a-f]{8}, which is not in responseDictionaries/);
+  // listed again (after a new one), the same key replays the first answer
+  const back = await wrap(['{"v":2}', dictionary])(request());
+  assert.equal(back.headers.get("x-idempotency-replay"), "true");
+  assert.equal(await back.text(), answer);
+  assert.equal(runs, 1, "the work ran once");
+});
