@@ -564,9 +564,9 @@ volatile
 set search_path = ''
 as $$
 declare
-  v_total bigint := 0;
+  v_total bigint := 0::bigint;
   v_batch record;
-  v_after timestamptz := '-infinity';
+  v_after timestamptz := '-infinity'::timestamptz;
 begin
   if batch_size is null or batch_size < 1 then
     raise exception 'batch_size must be at least 1, got %', batch_size using errcode = '22023';
@@ -789,7 +789,7 @@ begin
     perform cron.schedule('cleanup-expired-idempotency-keys', '* * * * *', $cmd$do $cleanup$
 declare
   v_batch record;
-  v_after timestamptz := '-infinity';
+  v_after timestamptz := '-infinity'::timestamptz;
   v_deadline timestamptz := clock_timestamp() + interval '50 seconds';
 begin
   loop

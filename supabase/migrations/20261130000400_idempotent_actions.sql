@@ -395,7 +395,7 @@ security invoker
 set search_path = ''
 as $$
 declare
-  v_total bigint := 0;
+  v_total bigint := 0::bigint;
   v_batch bigint;
 begin
   if p_batch_size is null or p_batch_size < 1 then
