@@ -8,7 +8,20 @@
 #   body_encoding                    prints the encoding bodies.ts writes: zdict (process-document's response
 #                                    dictionary), br with DICTIONARY=none
 #   one_body                         sets BODY (one stored body as bodies.ts makes it, hex) and ENCODING
+#   pause_cleanup_job                pauses the every-minute cleanup job, which would delete keys while a script
+#                                    writes or measures them; resume_cleanup_job (the caller's EXIT trap) puts
+#                                    it back as it was, so a job paused by hand stays paused
 body_encoding() { if [ "${DICTIONARY:-}" = none ]; then echo br; else echo zdict; fi; }
+
+CLEANUP_JOB="select jobid from cron.job where jobname = 'cleanup-expired-idempotency-keys'"
+cleanup_job_sql() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$URL" -c "$1"; }
+pause_cleanup_job() {
+  CLEANUP_JOB_ACTIVE=$(cleanup_job_sql "select active::text from cron.job where jobid = ($CLEANUP_JOB)")
+  cleanup_job_sql "select cron.alter_job(($CLEANUP_JOB), active => false)" >/dev/null
+}
+resume_cleanup_job() {
+  cleanup_job_sql "select cron.alter_job(($CLEANUP_JOB), active => ${CLEANUP_JOB_ACTIVE:-true})" >/dev/null
+}
 
 one_body() {
   BODY=$(deno run -A -q "$ROOT/scripts/scale/bodies.ts" 1 2>/dev/null | sed 's/^\\\\/\\/')

@@ -24,10 +24,8 @@ q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "
 
 say "fill: $ROWS keys into $URL"
 # the every-minute cleanup would delete the expired half while it is being written: paused until the end
-q -c "select cron.alter_job(jobid, active => false) from cron.job
-  where jobname = 'cleanup-expired-idempotency-keys'" >/dev/null
-trap 'q -c "select cron.alter_job(jobid, active => true) from cron.job
-  where jobname = '"'"'cleanup-expired-idempotency-keys'"'"'" >/dev/null' EXIT
+pause_cleanup_job
+trap resume_cleanup_job EXIT
 [ "$FILL_FROM" -eq 0 ] && q -c "truncate public.idempotency_keys cascade"
 q -c "
   insert into auth.users (id, email)

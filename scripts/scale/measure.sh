@@ -24,12 +24,8 @@ mkdir -p "$WORK"
 rm -f "$WORK"/*
 q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 
-# the job is put back as it was (a job paused by hand between runs stays paused)
-JOB_ACTIVE=$(q -c "select active::text from cron.job where jobname = 'cleanup-expired-idempotency-keys'")
-q -c "select cron.alter_job(jobid, active => false) from cron.job
-  where jobname = 'cleanup-expired-idempotency-keys'" >/dev/null
-trap 'q -c "select cron.alter_job(jobid, active => '"${JOB_ACTIVE:-true}"') from cron.job
-  where jobname = '"'"'cleanup-expired-idempotency-keys'"'"'" >/dev/null' EXIT
+pause_cleanup_job
+trap resume_cleanup_job EXIT
 
 ROWS=$(q -c "select count(*) from public.idempotency_keys")
 echo "## Measured $(date -u '+%Y-%m-%d %H:%M UTC') at $ROWS keys (durable: fsync, synchronous_commit, full_page_writes on)"

@@ -53,13 +53,12 @@ setting() { # current|released|off
     off) triggers disable ;;
   esac
 }
-JOB="select jobid from cron.job where jobname = 'cleanup-expired-idempotency-keys'"
 finish() {
   setting current
   q -c "select public.idempotency_stats_rebuild()" >/dev/null
-  q -c "select cron.alter_job(($JOB), active => true)" >/dev/null
+  resume_cleanup_job
 }
-q -c "select cron.alter_job(($JOB), active => false)" >/dev/null
+pause_cleanup_job
 trap finish EXIT
 
 ROWS=$(q -c "select count(*) from public.idempotency_keys")

@@ -34,10 +34,8 @@ select record_id, lease_token from public.idempotency_begin('pgb-' || :r::text, 
 select public.idempotency_complete(:record_id::uuid, :lease_token::uuid, 201, :body::bytea, '$ENCODING', '{"content-type": "application/json"}'::jsonb);
 SQL
 
-q -c "select cron.alter_job(jobid, active => false) from cron.job
-  where jobname = 'cleanup-expired-idempotency-keys'" >/dev/null
-trap 'q -c "alter table public.idempotency_keys set (fillfactor = 90)" -c "select cron.alter_job(jobid, active => true)
-  from cron.job where jobname = '"'"'cleanup-expired-idempotency-keys'"'"'" >/dev/null' EXIT
+pause_cleanup_job
+trap 'q -c "alter table public.idempotency_keys set (fillfactor = 90)" >/dev/null; resume_cleanup_job' EXIT
 q -c "insert into auth.users (id, email)
   select md5('scale-user-' || j)::uuid, 'scale-' || j || '@example.com' from generate_series(0, 999) j
   on conflict do nothing" \

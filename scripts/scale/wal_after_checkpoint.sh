@@ -13,12 +13,10 @@ WINDOWS="${WINDOWS:-6}" SECONDS_PER="${WINDOW_SECONDS:-20}"
 WORK="${WORK:-$(dirname "$SCALE_DIR")/wal-after-checkpoint}"
 mkdir -p "$WORK"
 q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
-job() { q -c "select cron.alter_job(jobid, active => $1) from cron.job
-  where jobname = 'cleanup-expired-idempotency-keys'" >/dev/null; }
 
 write_workload "$WORK" walchk "$(q -c "select count(*) from public.idempotency_keys")"
-job false
-trap 'job true' EXIT
+pause_cleanup_job
+trap resume_cleanup_job EXIT
 sleep 65 # a cleanup run already under way ends within its 50-second budget
 q -c "checkpoint"
 echo "| window after the checkpoint | claim+complete | WAL bytes per claim+complete | of which full-page images |"
