@@ -6,7 +6,7 @@
 
 import { brotliCompressSync, brotliDecompressSync, constants, gunzipSync, gzipSync } from "node:zlib";
 import { deflateWithDictionary, inflateWithDictionary } from "./_dictionary.ts";
-import { BODY_OMITTED_HEADER, replayableHeaders } from "./headers.ts";
+import { BODY_OMITTED_HEADER, REPLAY_HEADER, replayableHeaders } from "./headers.ts";
 import type { BodyEncoding, StoredResponse } from "./store.ts";
 
 /** A body as stored, with how it is encoded. */
@@ -152,11 +152,16 @@ export function buildResponse(status: number, headers: Headers, body: Uint8Array
   return new Response(content, { status, headers });
 }
 
-/** The response a store kept, decoded (with the function's dictionaries); the caller adds `X-Idempotency-Replay`. */
+/**
+ * The response a store kept, as a replay: decoded (with the function's dictionaries) and marked
+ * `X-Idempotency-Replay: true`.
+ */
 export async function fromStoredResponse(
   stored: StoredResponse,
   responseDictionaries: readonly Uint8Array[] = [],
 ): Promise<Response> {
   const body = await decodeBody(stored.body, stored.encoding, responseDictionaries);
-  return buildResponse(stored.status, new Headers(stored.headers), body);
+  const response = buildResponse(stored.status, new Headers(stored.headers), body);
+  response.headers.set(REPLAY_HEADER, "true");
+  return response;
 }

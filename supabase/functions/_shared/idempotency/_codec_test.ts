@@ -117,6 +117,7 @@ Deno.test("codec: with a response dictionary, a process-document answer is store
   );
   const replay = await fromStoredResponse(stored, responseDictionaries);
   assert.deepEqual(new Uint8Array(await replay.arrayBuffer()), answer);
+  assert.equal(replay.headers.get("x-idempotency-replay"), "true");
 });
 
 Deno.test("codec: a body past 64 KiB is gzipped (brotli would cost five times the CPU there)", async () => {

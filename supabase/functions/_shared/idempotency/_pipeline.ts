@@ -18,7 +18,7 @@ import { createMetrics, type IdempotencyMetrics, type MetricsRecorder } from "./
 import { metricsRecorderFromEnv } from "./metrics_postgres.ts";
 import { inRollout, rolloutSetting } from "./rollout.ts";
 import type { ResolvedIdempotencyOptions } from "./options.ts";
-import type { BeginInput, BeginResult, IdempotencyStore, Lease, StoredResponse } from "./store.ts";
+import type { BeginInput, BeginResult, IdempotencyStore, Lease } from "./store.ts";
 
 /** The request as read once at claim time: its bytes are what every later step sees. */
 export interface ReadRequest {
@@ -339,7 +339,7 @@ async function settleClaim(
     }
     case "replay":
       ctx.metrics.replayed++;
-      return await replayResponse(claim.response, ctx.options.responseDictionaries);
+      return await fromStoredResponse(claim.response, ctx.options.responseDictionaries);
     case "in_progress":
       return inProgress(ctx, claim.retryAfterSeconds);
     case "mismatch":
@@ -539,15 +539,6 @@ async function renewOnce(ctx: Pipeline, lease: Lease, state: LeaseState): Promis
   } catch (error) {
     storeFailed(ctx, "extendLease", error);
   }
-}
-
-async function replayResponse(
-  stored: StoredResponse,
-  responseDictionaries: readonly Uint8Array[],
-): Promise<Response> {
-  const response = await fromStoredResponse(stored, responseDictionaries);
-  response.headers.set(REPLAY_HEADER, "true");
-  return response;
 }
 
 /**

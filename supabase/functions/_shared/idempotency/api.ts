@@ -8,7 +8,6 @@
 
 import { fromStoredResponse, toStoredResponse } from "./_codec.ts";
 import { checkDictionaries } from "./_dictionary.ts";
-import { REPLAY_HEADER } from "./headers.ts";
 import { DEFAULT_OPTIONS, defaultStore, type IdempotencyOptions } from "./options.ts";
 import type {
   BeginInput,
@@ -146,9 +145,7 @@ export async function replayIdempotencyResult(
   stored: StoredResponse,
   options: Pick<IdempotencyOptions, "responseDictionaries"> = {},
 ): Promise<Response> {
-  const response = await fromStoredResponse(stored, checkDictionaries(options.responseDictionaries ?? []));
-  response.headers.set(REPLAY_HEADER, "true");
-  return response;
+  return await fromStoredResponse(stored, checkDictionaries(options.responseDictionaries ?? []));
 }
 
 /**
